@@ -1,0 +1,168 @@
+"""TorchServe handler for the EMNIST models: image requests in, top-k labels out.
+
+Inside a model archive this file sits at the root (TorchServe imports it as `emnist_handler` and
+wants exactly one class in it) next to the `handlers/` and `training/` packages the archive
+ships, so serving runs the very preprocessing and model code that training used.
+
+The built-in vision handlers are not used: they import captum and assume 3-channel images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from http import HTTPStatus
+from pathlib import Path
+
+import numpy as np
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+import training
+from handlers import responses
+from handlers.parsing import DEFAULT_TOPK, RequestError, parse_request
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.preprocessing import (
+    PREPROCESSING_VERSION,
+    InvalidImageError,
+    decode_image,
+    preprocess,
+    to_model_input,
+)
+
+log = logging.getLogger(__name__)
+
+# Torch threads per CPU worker: every TorchServe worker is a process with its own torch thread
+# pool, and by default each pool takes every core. With W workers on C cores, C / W threads per
+# worker avoids oversubscription; model-config.yaml sets it per archive, this variable overrides
+# it at serving time without rebuilding the archive.
+CPU_THREADS_ENV = "EMNIST_CPU_THREADS"
+LABELS_FILE = "index_to_name.json"
+
+
+class EmnistHandler(BaseHandler):
+    """A thin BaseHandler: the checkpoint and the registry build the model, shared code does
+    the preprocessing, softmax happens here once, and each request gets its own answer."""
+
+    def initialize(self, context):
+        properties = context.system_properties
+        model_dir = Path(properties["model_dir"])
+        manifest = context.manifest["model"]
+        gpu_id = properties.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None:
+            self.device = torch.device(f"cuda:{gpu_id}")
+            threads = None
+        else:
+            self.device = torch.device("cpu")
+            threads = cpu_threads(context.model_yaml_config)
+            torch.set_num_threads(threads)
+
+        ckpt = load_checkpoint(model_dir / manifest["serializedFile"])
+        if ckpt.get("preprocessing_version") != PREPROCESSING_VERSION:
+            raise RuntimeError(
+                f"checkpoint made with preprocessing version {ckpt.get('preprocessing_version')}"
+                f", but this archive ships version {PREPROCESSING_VERSION}"
+            )
+        self.labels = responses.load_labels(model_dir / LABELS_FILE)
+        if self.labels != list(ckpt["class_names"]):
+            raise RuntimeError(f"{LABELS_FILE} disagrees with the checkpoint's class names")
+        self.model = model_from_checkpoint(ckpt, self.device)
+        self.arch = ckpt["arch"]
+        self.checkpoint_metrics = ckpt.get("metrics", {})
+        self.model_name = manifest.get("modelName", context.model_name)
+        self.version = manifest.get("modelVersion", "")
+        self.manifest = context.manifest
+        self.initialized = True
+        log.info(
+            "%s %s: %s, %d classes on %s (%s threads), code from %s",
+            self.model_name,
+            self.version,
+            self.arch,
+            len(self.labels),
+            self.device,
+            threads or "-",
+            Path(training.__file__).parent,
+        )
+
+    def preprocess(self, data):
+        """Per request: parse the envelope, decode in memory, run the shared preprocessing.
+
+        Returns one slot per request: {"error": (status, message)} or
+        {"pixels": uint8 (28, 28), "empty": bool, "topk": int}.
+        """
+        slots = []
+        for idx, row in enumerate(data):
+            try:
+                request = parse_request(row, self.context.get_all_request_header(idx))
+                image = preprocess(decode_image(request.image))
+            except RequestError as err:
+                slots.append({"error": (err.status, err.message)})
+            except InvalidImageError as err:
+                slots.append({"error": (400, str(err))})
+            except Exception:
+                # A bug met by one odd image must not fail the other requests of the batch.
+                log.exception("preprocessing failed")
+                slots.append({"error": (500, "this image could not be processed")})
+            else:
+                topk = request.topk or DEFAULT_TOPK
+                slots.append({"pixels": image.pixels, "empty": image.empty, "topk": topk})
+        return slots
+
+    def inference(self, slots, *args, **kwargs):
+        """One forward pass over the requests that hold a drawing; softmax here, exactly once."""
+        drawn = [s["pixels"] for s in slots if "pixels" in s and not s["empty"]]
+        if not drawn:
+            return slots, np.empty((0, len(self.labels)), dtype=np.float32)
+        x = torch.from_numpy(to_model_input(np.stack(drawn))).to(self.device)
+        with torch.inference_mode():
+            probabilities = torch.softmax(self.model(x).float(), dim=1)
+        return slots, probabilities.cpu().numpy()
+
+    def postprocess(self, data):
+        """Exactly one JSON answer per request, in request order, errors with their 4xx."""
+        slots, probabilities = data
+        rows = iter(probabilities)
+        identity = {"model": self.model_name, "version": self.version}
+        answers = []
+        for idx, slot in enumerate(slots):
+            if "error" in slot:
+                status, message = slot["error"]
+                self.context.set_response_status(status, HTTPStatus(status).phrase, idx=idx)
+                answer = responses.error(status, message)
+            elif slot["empty"]:
+                answer = responses.empty_drawing(**identity, batch_size=len(slots))
+            else:
+                answer = responses.prediction(
+                    next(rows).tolist(),
+                    self.labels,
+                    **identity,
+                    topk=slot["topk"],
+                    batch_size=len(slots),
+                )
+            self.context.set_response_content_type(idx, "application/json")
+            answers.append(answer)
+        return answers
+
+    def describe_handle(self):
+        """`GET /models/<name>/<version>?customized=true` shows this as customizedMetadata."""
+        return json.dumps(
+            {
+                "arch": self.arch,
+                "classes": len(self.labels),
+                "preprocessing_version": PREPROCESSING_VERSION,
+                "device": str(self.device),
+                "checkpoint_metrics": self.checkpoint_metrics,
+            }
+        )
+
+
+def cpu_threads(model_yaml_config: dict | None) -> int:
+    """Torch threads for a CPU worker: $EMNIST_CPU_THREADS, else model-config.yaml, else 1."""
+    value = os.environ.get(CPU_THREADS_ENV)
+    if value is None:
+        value = ((model_yaml_config or {}).get("handler") or {}).get("cpu_threads", 1)
+    threads = int(value)
+    if threads < 1:
+        raise ValueError(f"cpu_threads must be >= 1, got {value!r}")
+    return threads

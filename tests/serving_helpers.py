@@ -1,0 +1,88 @@
+"""Helpers for the serving tests: small checkpoints, pictures, free ports, archive contents."""
+
+from __future__ import annotations
+
+import io
+import socket
+import zipfile
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from handlers.archive import sample_png
+from training.checkpoint import atomic_save, make_checkpoint
+from training.models import build_model
+
+# Labels that are not their indices' digits, so a label computed from an index shows up.
+LABELS = ("A", "b", "7", "Z")
+SMALL_ARGS = {"cnn": {"width": 8}, "cnn-seed": {}, "rcnn": {"width": 8, "steps": 1}}
+
+
+def write_checkpoint(
+    path: Path,
+    *,
+    arch: str = "cnn",
+    class_names: tuple[str, ...] | list[str] = LABELS,
+    seed: int = 0,
+    **extra,
+) -> Path:
+    """An untrained but deterministic checkpoint of a small `arch`, in the released format."""
+    torch.manual_seed(seed)
+    model_args = {"num_classes": len(class_names), **SMALL_ARGS[arch]}
+    model = build_model(arch, **model_args)
+    ckpt = make_checkpoint(
+        model=model,
+        arch=arch,
+        model_args=model_args,
+        class_names=list(class_names),
+        train_config={"seed": seed},
+        data={},
+        metrics={"val_acc": 0.0},
+        history=[],
+    )
+    ckpt.update(extra)
+    atomic_save(ckpt, path)
+    return path
+
+
+def drawing_png(kind: str = "T") -> bytes:
+    """A canvas-like PNG: a dark 'T' (or an 'L') on white paper."""
+    if kind == "T":
+        return sample_png()
+    image = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(image).line([(90, 60), (90, 220), (200, 220)], fill="black", width=20)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def blank_png() -> bytes:
+    return sample_png(blank=True)
+
+
+def truncated_png() -> bytes:
+    data = drawing_png()
+    return data[: len(data) // 2]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback right now (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def archive_names(mar: Path) -> set[str]:
+    with zipfile.ZipFile(mar) as z:
+        return set(z.namelist())
+
+
+def read_member(mar: Path, name: str) -> bytes:
+    with zipfile.ZipFile(mar) as z:
+        return z.read(name)

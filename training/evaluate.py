@@ -1,0 +1,134 @@
+"""Evaluate a checkpoint: top-1/top-3, per-class accuracy, confusions, plots, metrics.json.
+
+    python -m training.evaluate runs/cnn-emnist47-s0/best.pt --protocol emnist47
+
+By default the data source is the one the checkpoint was trained on, and the subset is its
+test set (reporting only: checkpoints are selected on validation data during training).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.files import atomic_write_json
+from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
+from training.plots import plot_confusion, plot_learning_curves
+from training.protocol import PROTOCOLS, load_data
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="a best.pt / last.pt written by training.train")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=None,
+        help="default: the checkpoint's training protocol",
+    )
+    data.add_argument("--split", default=None, help="an official EMNIST split")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--subset", choices=["test", "val"], default="test")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: eval-<source>-<subset> beside the checkpoint)",
+    )
+    p.add_argument("--top-confusions", type=int, default=15)
+    return p.parse_args(argv)
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(true * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def most_confused(confusion: np.ndarray, class_names: list[str], top: int) -> list[dict]:
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(off_diagonal, axis=None)[::-1][:top]
+    pairs = []
+    for flat in order:
+        t, p = divmod(int(flat), confusion.shape[1])
+        if off_diagonal[t, p] == 0:
+            break
+        pairs.append(
+            {
+                "true": class_names[t],
+                "predicted": class_names[p],
+                "count": int(off_diagonal[t, p]),
+                "fraction_of_true": float(off_diagonal[t, p] / confusion[t].sum()),
+            }
+        )
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    ckpt = load_checkpoint(args.checkpoint)
+    trained_on = ckpt.get("train_config", {})
+    protocol, split = args.protocol, args.split
+    if protocol is None and split is None:
+        protocol, split = trained_on.get("protocol"), trained_on.get("split")
+    bundle = load_data(protocol=protocol, split=split, data_root=args.data_root)
+    if bundle.class_names != ckpt["class_names"]:
+        raise SystemExit(
+            f"{args.checkpoint} predicts {len(ckpt['class_names'])} classes that do "
+            f"not match {bundle.name}'s {len(bundle.class_names)}: wrong --protocol?"
+        )
+    images = getattr(bundle, f"{args.subset}_images")[: args.limit]
+    labels = getattr(bundle, f"{args.subset}_labels")[: args.limit]
+
+    device = select_device(args.device)
+    model = model_from_checkpoint(ckpt, device)
+    started = time.perf_counter()
+    logits = predict_logits(model, images_to_tensor(images, device), batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    summary = accuracy_metrics(logits, torch.from_numpy(labels).long())
+    predicted = logits.argmax(1).cpu().numpy()
+
+    names = bundle.class_names
+    confusion = confusion_matrix(labels.astype(np.int64), predicted, len(names))
+    per_class = {
+        name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(names)
+    }
+    metrics = {
+        "checkpoint": str(args.checkpoint),
+        "arch": ckpt["arch"],
+        "model_args": ckpt["model_args"],
+        "data": bundle.name,
+        "subset": args.subset,
+        "images": len(labels),
+        "top1": summary["acc"],
+        "top3": summary["top3"],
+        "loss": summary["loss"],
+        "per_class_accuracy": per_class,
+        "most_confused": most_confused(confusion, names, args.top_confusions),
+        "seconds": seconds,
+        "device": str(device),
+    }
+    out = args.out or args.checkpoint.parent / f"eval-{bundle.name}-{args.subset}"
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "confusion.json", {"class_names": names, "matrix": confusion.tolist()})
+    title = f"{ckpt['arch']} on {bundle.name} {args.subset} ({len(labels):,} images)"
+    plot_confusion(confusion, names, out / "confusion.png", title)
+    if ckpt.get("history"):
+        plot_learning_curves(ckpt["history"], out / "learning_curves.png", ckpt["arch"])
+    print(
+        f"{title}: top-1 {100 * summary['acc']:.2f}% | top-3 {100 * summary['top3']:.2f}% | "
+        f"{seconds:.1f} s | -> {out}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

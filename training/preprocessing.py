@@ -1,0 +1,305 @@
+"""The one preprocessing: any picture of a character -> the 28x28 uint8 array the models take.
+
+Training, the TorchServe handler and the web app all call this module, so what a model sees in
+serving is made the way its training data was. It imports no torch (the web app runs without it).
+
+The target is EMNIST's own conversion of the 128x128 NIST scans (Cohen et al. 2017): Gaussian blur
+(sigma 1 at 128 px), crop to the ink's region of interest, centre it in a square frame keeping the
+aspect ratio, a border so the long side spans about 24 of 28 px, bicubic downsampling, intensities
+stretched to 0..255, white ink on black, stored transposed. Here the crop comes first, the border
+and the blur scale with the stroke width (NIST's pen is EMNIST's only physical scale: bold glyphs
+sit further inside the frame and are blurrier), and the blur is applied at the output scale, only
+as far as the input is not already that soft.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Bump whenever the output for a given input changes: checkpoints record it.
+PREPROCESSING_VERSION = "1"
+IMAGE_SIZE = 28
+
+# EMNIST's only physical scale is NIST's pen: its blur (sigma 1 px at 128 px) and the margin its
+# region of interest leaves around the ink are fixed in scan pixels, so in the 28x28 output both
+# grow with the stroke width: the half-maximum outline's long side spans GLYPH_SPAN -
+# STROKE_MARGIN * stroke width pixels (bold glyphs sit further inside the frame), and the blur
+# that makes a crisp pen stroke look like EMNIST is BLUR_PER_STROKE times the stroke width.
+# Tuned on byclass test images (the training pool) by rendering them on canvases, soft and
+# crisp, and minimising the error of the round trip; tests/test_preprocessing.py checks it.
+GLYPH_SPAN = 25.0
+STROKE_MARGIN = 0.85
+BLUR_PER_STROKE = 0.2
+# The ink outline is taken at half the strongest ink: there a soft (blurred, photographed) stroke
+# and a crisp canvas stroke have the same edge, so framing does not depend on softness.
+INK_LEVEL = 0.5
+# Ink weaker than this (0..1 contrast against the background) means "nothing drawn".
+MIN_CONTRAST = 0.1
+# Larger pictures are shrunk (box filter, exact) before the float work: the output is 28 px.
+_MAX_WORK_SIDE = 1024
+# Formats a user can plausibly upload; anything else (EPS runs Ghostscript...) is refused.
+_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_SIDE = 4096
+# ITU-R 601 luma, as Pillow's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class InvalidImageError(ValueError):
+    """The bytes are not an image this service can read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """`pixels`: uint8 (28, 28), white ink on black, EMNIST orientation (transposed).
+
+    `empty` is True when nothing was drawn; `pixels` are then all zero.
+    """
+
+    pixels: np.ndarray
+    empty: bool
+
+
+def emnist_to_upright(a: np.ndarray) -> np.ndarray:
+    """EMNIST stores glyphs transposed; swap the last two axes (a view, batches work)."""
+    return np.swapaxes(a, -1, -2)
+
+
+def upright_to_emnist(a: np.ndarray) -> np.ndarray:
+    """Inverse of `emnist_to_upright` (a transposition is its own inverse)."""
+    return np.swapaxes(a, -1, -2)
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (..., 28, 28) -> float32 (..., 1, 28, 28) in [0, 1]: the only scaling models see."""
+    if pixels.dtype != np.uint8 or pixels.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"expected uint8 (..., {IMAGE_SIZE}, {IMAGE_SIZE}), got {pixels.dtype} {pixels.shape}"
+        )
+    x = pixels[..., np.newaxis, :, :].astype(np.float32)
+    x *= np.float32(1 / 255)
+    return x
+
+
+def preview_png(pixels: np.ndarray, scale: int = 8) -> bytes:
+    """PNG of the 28x28 model input shown upright, enlarged with hard pixel edges."""
+    if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE) or pixels.dtype != np.uint8 or scale < 1:
+        raise ValueError(f"expected uint8 (28, 28) and scale >= 1, got {pixels.shape}, {scale}")
+    side = IMAGE_SIZE * scale
+    image = Image.fromarray(np.ascontiguousarray(emnist_to_upright(pixels)))
+    buffer = io.BytesIO()
+    image.resize((side, side), Image.Resampling.NEAREST).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> Image.Image:
+    """Decode an uploaded image in memory, refusing anything too big before decoding pixels.
+
+    Multi-frame images give their first frame; EXIF orientation is applied (phone photos).
+    """
+    size = len(data)
+    if size == 0:
+        raise InvalidImageError("the image is empty: send a PNG or JPEG file")
+    if size > max_bytes:
+        raise InvalidImageError(f"the image is {size} bytes; send one under {max_bytes} bytes")
+    try:
+        # open() reads only the header, so the size check below runs before any pixel is decoded.
+        image = Image.open(io.BytesIO(data), formats=_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InvalidImageError(f"the image is far too large ({err}); send a smaller one") from err
+    except Exception as err:
+        # Pillow's format probes raise many types on hostile bytes; all mean "not an image".
+        raise InvalidImageError(
+            f"not a readable image ({type(err).__name__}); send a PNG or JPEG file"
+        ) from err
+    width, height = image.size
+    if width > max_side or height > max_side or width < 1 or height < 1:
+        raise InvalidImageError(
+            f"the image is {width}x{height} px; send one at most {max_side} px on each side"
+        )
+    try:
+        image.seek(0)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as err:
+        # Truncated or corrupt data surfaces here (OSError, SyntaxError, struct.error, zlib...).
+        raise InvalidImageError(
+            f"the image data is corrupt or truncated ({type(err).__name__}: {err})"
+        ) from err
+    return image
+
+
+def preprocess(image: Image.Image | bytes | bytearray | memoryview | np.ndarray) -> Preprocessed:
+    """Turn a picture of one character into EMNIST's 28x28 format.
+
+    Accepts a PIL image (any mode), encoded bytes (see `decode_image`) or an array (H, W) or
+    (H, W, 1|2|3|4) of uint8, uint16, bool or floats in [0, 1]; the last channel of 2 or 4 is
+    alpha. Ink may be dark on light, light on dark, or opaque strokes on a transparent canvas.
+    """
+    if isinstance(image, bytes | bytearray | memoryview):
+        image = decode_image(image)
+    if isinstance(image, Image.Image):
+        gray, alpha = _image_planes(image)
+    else:
+        gray, alpha = _array_planes(np.asarray(image))
+    ink = _ink_map(gray, alpha)
+    if ink is None:
+        return _empty()
+    pixels = _frame(ink)
+    return _empty() if pixels is None else Preprocessed(upright_to_emnist(pixels), empty=False)
+
+
+def _empty() -> Preprocessed:
+    return Preprocessed(np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8), empty=True)
+
+
+def _image_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gray and alpha planes of a PIL image as float32 in [0, 1] (alpha None when opaque)."""
+    if image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return _array_planes(np.asarray(image))
+    if image.has_transparency_data:
+        image = image.convert("RGBA")
+        alpha = image.getchannel("A")
+        image = image.convert("L")
+    else:
+        alpha = None
+        image = image.convert("L")
+    factor = -(-max(image.size) // _MAX_WORK_SIDE)
+    if factor > 1:
+        image = image.reduce(factor)
+        alpha = None if alpha is None else alpha.reduce(factor)
+    gray = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    if alpha is None:
+        return gray, None
+    return gray, np.asarray(alpha, dtype=np.float32) * np.float32(1 / 255)
+
+
+def _array_planes(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gray and alpha planes of an array image as float32 in [0, 1]."""
+    if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
+        channels = a.shape[2]
+    elif a.ndim == 2:
+        channels, a = 1, a[..., np.newaxis]
+    else:
+        raise ValueError(f"expected an (H, W) or (H, W, 1-4) image array, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"the image array is empty: shape {a.shape}")
+    planes = _to_unit_float(a)
+    color = planes[..., : 3 if channels >= 3 else 1]
+    gray = color @ _LUMA if channels >= 3 else color[..., 0]
+    alpha = planes[..., -1] if channels in (2, 4) else None
+    return np.ascontiguousarray(gray), alpha
+
+
+def _to_unit_float(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if a.dtype.kind in "ui":
+        # 8-bit data is 0..255; wider integers (16-bit PNG, Pillow's "I") are 0..65535.
+        top = 255 if a.dtype.itemsize == 1 or a.max(initial=0) <= 255 else 65535
+        return np.clip(a, 0, top).astype(np.float32) * np.float32(1 / top)
+    if a.dtype.kind == "f":
+        return np.nan_to_num(np.clip(a, 0, 1), nan=0.0).astype(np.float32, copy=False)
+    raise ValueError(f"unsupported image array dtype {a.dtype}")
+
+
+def _ink_map(gray: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
+    """Ink strength >= 0 per pixel, background 0; None when nothing visible was drawn."""
+    if alpha is not None and alpha.min() < 1:
+        # Strokes on a transparent canvas: lay them on a backdrop that contrasts with their
+        # colour (a canvas export is often RGB all zero with the strokes in alpha).
+        coverage = float(alpha.sum())
+        if coverage == 0:
+            return None
+        backdrop = 1.0 if float((gray * alpha).sum()) / coverage < 0.5 else 0.0
+        gray = gray * alpha + backdrop * (1 - alpha)
+    border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
+    background = np.median(border)
+    # Polarity: ink is whichever direction departs furthest from the background.
+    if background - gray.min() >= gray.max() - background:
+        ink = background - gray
+    else:
+        ink = gray - background
+    # Subtract the border's noise level (zero for a clean canvas, grain for a photo).
+    noise = 3 * 1.4826 * float(np.median(np.abs(border - background)))
+    ink -= np.float32(noise)
+    np.maximum(ink, 0, out=ink)
+    if float(ink.max()) < MIN_CONTRAST:
+        return None
+    return ink
+
+
+def _frame(ink: np.ndarray) -> np.ndarray | None:
+    """Crop the ink, centre it in EMNIST's square frame, resample and blur to 28x28 uint8."""
+    mask = ink >= INK_LEVEL * ink.max()
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    height, width = bottom - top, right - left
+    crop = ink[top:bottom, left:right]
+    stroke, edge = _stroke_and_edge_widths(crop, mask[top:bottom, left:right])
+    frame = (max(height, width) + STROKE_MARGIN * stroke) * IMAGE_SIZE / GLYPH_SPAN
+    # Zero canvas holding the crop with room for the frame around its centre (resize's box may
+    # not leave the image).
+    side = int(np.ceil(frame)) + 2
+    canvas = np.zeros((side, side), dtype=np.float32)
+    y0, x0 = (side - height) // 2, (side - width) // 2
+    canvas[y0 : y0 + height, x0 : x0 + width] = crop
+    cy, cx = y0 + height / 2, x0 + width / 2
+    box = (cx - frame / 2, cy - frame / 2, cx + frame / 2, cy + frame / 2)
+    # Pillow's bicubic resize widens its kernel when shrinking: antialiased, like EMNIST's.
+    small = Image.fromarray(canvas).resize(
+        (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, box=box
+    )
+    # Blur only up to EMNIST's softness: a photographed or upscaled glyph already has some.
+    # A Gaussian edge rises from 25% to 75% over 1.35 sigma.
+    scale = IMAGE_SIZE / frame
+    target, present = BLUR_PER_STROKE * stroke * scale, edge * scale / 1.35
+    blur = _blur_matrix(float(np.sqrt(max(target**2 - present**2, 0.0))))
+    out = blur @ np.asarray(small) @ blur.T
+    np.maximum(out, 0, out=out)  # bicubic overshoot
+    peak = float(out.max())
+    if not peak > 0:
+        return None
+    out *= np.float32(255 / peak)
+    return np.rint(out).astype(np.uint8)
+
+
+def _stroke_and_edge_widths(crop: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean stroke width (twice area over perimeter) and edge width (25%-75% rise) in pixels.
+
+    The perimeter is counted as pixel edges between ink and background (outside the crop is
+    background), which overstates slanted edges; pi/4 turns it into the mean Euclidean length.
+    """
+    edges = (
+        np.count_nonzero(mask[1:] != mask[:-1])
+        + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+        + np.count_nonzero(mask[[0, -1]])
+        + np.count_nonzero(mask[:, [0, -1]])
+    )
+    perimeter = edges * np.pi / 4
+    peak = crop.max()
+    # The middle of the rise only: a photo's grain puts stray pixels near 0% and 100%.
+    ramp = np.count_nonzero((crop > 0.25 * peak) & (crop < 0.75 * peak))
+    return 2 * np.count_nonzero(mask) / perimeter, ramp / perimeter
+
+
+def _blur_matrix(sigma: float) -> np.ndarray:
+    """Gaussian blur along one axis as a 28x28 matrix; ink beyond the frame is zero."""
+    if sigma <= 0:
+        return np.eye(IMAGE_SIZE, dtype=np.float32)
+    offsets = np.arange(IMAGE_SIZE, dtype=np.float32)
+    weights = np.exp(-0.5 * ((offsets[:, np.newaxis] - offsets) / sigma) ** 2)
+    total = np.exp(-0.5 * (np.arange(-IMAGE_SIZE, IMAGE_SIZE + 1) / sigma) ** 2).sum()
+    return (weights / total).astype(np.float32)
