@@ -17,32 +17,25 @@ from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.files import atomic_write_json
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.plots import plot_confusion, plot_learning_curves
-from training.protocol import PROTOCOLS, load_data
+from training.protocol import add_data_arguments, load_data
+from training.train import HelpFormatter
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", type=Path, help="a best.pt / last.pt written by training.train")
-    data = p.add_mutually_exclusive_group()
-    data.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=None,
-        help="default: the checkpoint's training protocol",
-    )
-    data.add_argument("--split", default=None, help="an official EMNIST split")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--subset", choices=["test", "val"], default="test")
+    add_data_arguments(p, default_source="the checkpoint's training data")
+    p.add_argument("--subset", choices=["test", "val"], default="test", help="which held-out set")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=1024, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--out",
         type=Path,
         default=None,
         help="output folder (default: eval-<source>-<subset> beside the checkpoint)",
     )
-    p.add_argument("--top-confusions", type=int, default=15)
+    p.add_argument("--top-confusions", type=int, default=15, help="pairs listed in metrics.json")
     return p.parse_args(argv)
 
 

@@ -21,13 +21,25 @@ from training.augment import PRESETS, augment_batch
 from training.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.models import build_model, list_models
-from training.protocol import PROTOCOLS, load_data
+from training.protocol import add_data_arguments, load_data
 from training.speed import configure_cpu_threads, prepare_for_training
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows every default that is set and keeps the module docstring's layout."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False
+        shown = shown and action.default != argparse.SUPPRESS
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--arch", choices=list_models(), default="cnn")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--arch", choices=list_models(), default="cnn", help="registered model")
     p.add_argument(
         "--model-arg",
         action="append",
@@ -35,32 +47,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="constructor argument, e.g. --model-arg width=96 --model-arg norm=bn",
     )
-    data = p.add_mutually_exclusive_group()
-    data.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=None,
-        help="evaluation protocol of ../shared/emnist/README.md (default emnist47)",
-    )
-    data.add_argument(
-        "--split", default=None, help="an official EMNIST split, read from --data-root"
-    )
-    p.add_argument(
-        "--data-root", default=None, help="folder with EMNIST files (default: per source)"
-    )
+    add_data_arguments(p, default_source="emnist47")
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N images")
     p.add_argument("--limit-val", type=int, default=None, help="validate on the first N images")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", choices=["cosine", "onecycle", "constant"], default="cosine")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--augment", choices=list(PRESETS), default="affine")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of weights (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=256, help="images per step")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="SGD: Nesterov")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="decoupled (AdamW-style)")
+    p.add_argument(
+        "--schedule",
+        choices=["cosine", "onecycle", "constant"],
+        default="cosine",
+        help="learning-rate schedule, per step",
+    )
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="of the cross-entropy")
+    p.add_argument(
+        "--augment",
+        choices=list(PRESETS),
+        default="affine",
+        help="batched augmentation preset (training/augment.py)",
+    )
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="weights, shuffling and augmentation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default=None, help="run folder (default runs/<arch>-<data>-s<seed>)")
@@ -107,6 +117,22 @@ def make_schedule(optimizer, args, steps_per_epoch: int) -> torch.optim.lr_sched
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def ema_with_warmup(decay: float):
+    """EMA update whose decay ramps up as (1 + n) / (10 + n): early averages forget the random
+    initial weights quickly, so short runs and early epochs get a usable average too."""
+
+    def update(ema_params, current_params, num_averaged):
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, current_params, 1 - d)
+        else:  # integer buffers such as BatchNorm's num_batches_tracked
+            for ema, current in zip(ema_params, current_params, strict=True):
+                ema.copy_(current)
+
+    return update
 
 
 def make_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
@@ -190,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
             model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+            multi_avg_fn=ema_with_warmup(args.ema),
             use_buffers=True,
         )
     generator = torch.Generator().manual_seed(args.seed)
