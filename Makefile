@@ -56,8 +56,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	@if $(PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null; then \
 		echo "torch $(TORCH_VERSION) already installed"; \
-	elif $(PIP) install --quiet --no-index "torch==$(TORCH_VERSION)" 2>/dev/null; then \
-		echo "torch $(TORCH_VERSION) installed from local wheels"; \
+	elif $(PIP) install --quiet --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+		$(PIP) install --quiet "torch==$(TORCH_VERSION)"; \
+		echo "torch $(TORCH_VERSION) installed from a local wheel (pip find-links)"; \
 	elif command -v nvidia-smi >/dev/null; then \
 		$(PIP) install --quiet "torch==$(TORCH_VERSION)"; \
 	else \
