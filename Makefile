@@ -37,7 +37,8 @@ TOKEN_AUTH ?= 0
 CTL := $(PY) -m handlers.ctl --logs $(LOGS)
 
 .PHONY: help install test test-fast lint format train evaluate bench-train download clean
-.PHONY: archive serve stop models register unregister set-default
+.PHONY: archive serve stop models register unregister set-default demo webapp
+WEB_PORT ?= 5000
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +50,7 @@ install: $(VENV)/.installed ## create .venv and install everything (idempotent)
 		echo "warning: TorchServe 0.12 needs Java 17+ (found: $${v:-none}); make serve and the"; \
 		echo "  torchserve tests need it: apt-get install openjdk-17-jre-headless, or set JAVA_HOME"; \
 	fi
+	@test -x /usr/bin/chromium || echo "note: /usr/bin/chromium not found: the browser tests skip (apt-get install chromium)"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; Python 3.11 is required (set PYTHON=...)"; exit 1; }
@@ -64,10 +66,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	else \
 		$(PIP) install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
 	fi
-	@$(PY) -c "import shutil, sys, torch; cuda = torch.version.cuda; \
-		sys.exit(f'error: torch {torch.__version__} is a CUDA build but this machine has no GPU; remove $(VENV) and retry' if cuda and not shutil.which('nvidia-smi') else 0)"
 	@echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
 	$(PIP) install --quiet -r requirements.txt -c $(VENV)/constraints.txt
+	@$(PY) -c "import shutil, sys, torch; cuda = torch.version.cuda; \
+		sys.exit(f'error: torch {torch.__version__} is a CUDA build but this machine has no GPU; remove $(VENV) and retry' if cuda and not shutil.which('nvidia-smi') else 0)"
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 	@echo "installed: $$($(PY) -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
@@ -123,6 +125,17 @@ unregister: ## unregister version VERSION of MODEL (not the default one)
 
 set-default: ## make MODEL's VERSION the one /predictions/MODEL serves
 	$(CTL) set-default $(MODEL) $(VERSION)
+
+demo: install ## TorchServe with model_store/ + the web app on http://127.0.0.1:WEB_PORT until Ctrl-C
+	$(PY) -m webapp.demo --logs $(LOGS) --config $(TS_CONFIG) --web-port $(WEB_PORT) \
+		--inference-port $(INFERENCE_PORT) --management-port $(MANAGEMENT_PORT) \
+		--metrics-port $(METRICS_PORT) --grpc-inference-port $(GRPC_INFERENCE_PORT) \
+		--grpc-management-port $(GRPC_MANAGEMENT_PORT)
+
+webapp: install ## only the web app (waitress, 127.0.0.1:WEB_PORT) for a TorchServe already running
+	$(PY) -m webapp --port $(WEB_PORT) --inference-url http://127.0.0.1:$(INFERENCE_PORT) \
+		--management-url http://127.0.0.1:$(MANAGEMENT_PORT) \
+		$(if $(filter 1 yes true,$(TOKEN_AUTH)),--token-file $(LOGS)/key_file.json)
 
 clean: ## remove caches (keeps .venv, runs/ and model_store/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -44,9 +44,9 @@ from training.speed import (
     prepare_for_training,
 )
 
-VARIANTS = ("naive", "eager", "passive", "compile", "bf16")
+VARIANTS = ("naive", "eager", "passive", "spin", "compile", "bf16")
 # Environment of a variant's worker process, read by libgomp when torch is imported.
-VARIANT_ENV = {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
+VARIANT_ENV = {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin": {"GOMP_SPINCOUNT": "20000"}}
 NUM_CLASSES = 47
 
 
@@ -165,7 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         choices=VARIANTS,
         default=None,
-        help="repeatable (default: naive and eager)",
+        help="repeatable (default: naive, eager and passive)",
     )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
@@ -177,7 +177,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     args.arch = args.arch or default_archs()
-    args.variant = args.variant or ["naive", "eager"]
+    args.variant = args.variant or ["naive", "eager", "passive"]
     return args
 
 

@@ -1,0 +1,62 @@
+"""Serve the web app with waitress (a production WSGI server, not Flask's development server).
+
+    python -m webapp [--host 127.0.0.1] [--port 5000] [--inference-url http://127.0.0.1:8080]
+                     [--management-url http://127.0.0.1:8081] [--token-file logs/key_file.json]
+
+Flags override the environment (EMNIST_WEB_HOST, EMNIST_WEB_PORT, EMNIST_INFERENCE_URL,
+EMNIST_MANAGEMENT_URL, EMNIST_TOKEN_FILE), which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import waitress
+
+from webapp import create_app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="python -m webapp",
+        description="serve the EMNIST drawing page and JSON API with waitress",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default=env("EMNIST_WEB_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("EMNIST_WEB_PORT", "5000")))
+    parser.add_argument(
+        "--inference-url", default=env("EMNIST_INFERENCE_URL", "http://127.0.0.1:8080")
+    )
+    parser.add_argument(
+        "--management-url", default=env("EMNIST_MANAGEMENT_URL", "http://127.0.0.1:8081")
+    )
+    parser.add_argument(
+        "--token-file",
+        default=env("EMNIST_TOKEN_FILE"),
+        help="TorchServe's key_file.json, when it runs with token authorization",
+    )
+    parser.add_argument("--threads", type=int, default=8, help="waitress worker threads")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app = create_app(
+        {
+            "INFERENCE_URL": args.inference_url,
+            "MANAGEMENT_URL": args.management_url,
+            "TOKEN_FILE": args.token_file,
+        }
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.warning("listening on %s: reachable from other machines", args.host)
+    print(f"web app on http://{args.host}:{args.port} (TorchServe at {args.inference_url})")
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="emnist")
+
+
+if __name__ == "__main__":
+    main()

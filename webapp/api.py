@@ -1,0 +1,196 @@
+"""The JSON API: /api/predict, /api/compare, /api/models and /healthz.
+
+Images are read and checked here (size before decoding, then Pillow with the same limits as the
+handler), so a bad upload gets a clear 400 without reaching TorchServe. The preview is computed
+by the same `preprocess` the handler runs, so it is exactly the 28x28 the model saw. Nothing is
+written to disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from handlers.parsing import RequestError, decode_image_string, parse_request, parse_topk
+from training.preprocessing import InvalidImageError, decode_image, preprocess, preview_png
+from webapp import error_response
+from webapp.torchserve_client import TorchServeClient, TorchServeError
+
+bp = Blueprint("api", __name__)
+
+# Model names and versions go into TorchServe URLs: letters, digits and . _ - only.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Drawing:
+    image: bytes
+    content_type: str
+    preview: str  # data URL of the 28x28 the model sees, upright and enlarged
+    empty: bool
+    params: dict[str, Any]
+
+
+@bp.errorhandler(RequestError)
+def bad_request(err: RequestError):
+    return error_response(err.status, err.message)
+
+
+@bp.errorhandler(TorchServeError)
+def upstream_error(err: TorchServeError):
+    return error_response(err.status, err.message, err.retry_after)
+
+
+@bp.post("/api/predict")
+def predict():
+    drawing = read_drawing()
+    model = _name(drawing.params.get("model") or current_app.config["DEFAULT_MODEL"], "model")
+    version = drawing.params.get("version") or None
+    if version is not None:
+        version = _name(version, "version")
+    result = client().predict(
+        model, version, drawing.image, drawing.content_type, _topk(drawing.params)
+    )
+    return jsonify(_result(result.body, result.latency_ms, drawing))
+
+
+@bp.post("/api/compare")
+def compare():
+    """The drawing through every registered model's default version, concurrently."""
+    drawing = read_drawing()
+    topk = _topk(drawing.params)
+    ts = client()
+    names = ts.model_names()
+
+    def run(name: str) -> dict[str, Any]:
+        try:
+            result = ts.predict(name, None, drawing.image, drawing.content_type, topk)
+        except TorchServeError as err:
+            return {"model": name, "error": err.message, "code": err.status}
+        body = _result(result.body, result.latency_ms, drawing)
+        del body["preview"]  # one preview for all: every model sees the same input
+        return body
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
+        results = list(pool.map(run, names))
+    if results and all("error" in r for r in results):
+        first = results[0]
+        raise TorchServeError(first["code"], first["error"], 5 if first["code"] == 503 else None)
+    return jsonify({"empty": drawing.empty, "preview": drawing.preview, "results": results})
+
+
+@bp.get("/api/models")
+def models():
+    listed = client().models()
+    default = current_app.config["DEFAULT_MODEL"]
+    names = [m["name"] for m in listed]
+    return jsonify(
+        {
+            "models": listed,
+            "default_model": default if default in names else next(iter(names), None),
+        }
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    ts = client()
+    try:
+        status = ts.ping().get("status", "unknown")
+    except TorchServeError as err:
+        body = {"status": "degraded", "app": "ok", "torchserve": _ts_info(ts, False, err.message)}
+        return jsonify(body), 503, {"Retry-After": "5"}
+    reachable = status == "Healthy"
+    body = {
+        "status": "ok" if reachable else "degraded",
+        "app": "ok",
+        "torchserve": _ts_info(ts, reachable, f"TorchServe says {status}"),
+    }
+    return jsonify(body), 200 if reachable else 503
+
+
+def read_drawing() -> Drawing:
+    """The image and parameters of a multipart, raw-bytes or JSON request, decoded and checked."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError(
+            f"the request is larger than {limit // (1024 * 1024)} MB: send a smaller image"
+        )
+    params: dict[str, Any] = dict(request.args.items())
+    if request.mimetype == "multipart/form-data":
+        params.update(request.form.items())
+        upload = request.files.get("image") or next(iter(request.files.values()), None)
+        if upload is None:
+            if request.form.get("image"):  # a data URL or base64 in a text field
+                data = decode_image_string(request.form["image"])
+            else:
+                raise RequestError("no image in the request: send it as the form field `image`")
+        else:
+            data = upload.read()
+    else:
+        body = request.get_data(cache=True)
+        json_body = request.get_json(silent=True) if request.is_json else None
+        if isinstance(json_body, dict):
+            params.update({k: v for k, v in json_body.items() if k in ("model", "version")})
+        parsed = parse_request({"body": body}, {"content-type": request.content_type or ""})
+        data = parsed.image
+        if parsed.topk is not None:
+            params["topk"] = parsed.topk
+    try:
+        image = decode_image(data, max_bytes=limit, max_side=current_app.config["MAX_IMAGE_SIDE"])
+        prepared = preprocess(image)
+    except InvalidImageError as err:
+        raise RequestError(str(err)) from err
+    preview = "data:image/png;base64," + base64.b64encode(preview_png(prepared.pixels)).decode()
+    content_type = _CONTENT_TYPES.get(image.format or "", "application/octet-stream")
+    return Drawing(data, content_type, preview, prepared.empty, params)
+
+
+_CONTENT_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "WEBP": "image/webp",
+}
+
+
+def client() -> TorchServeClient:
+    return current_app.extensions["torchserve"]
+
+
+def _result(body: Any, latency_ms: float, drawing: Drawing) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise TorchServeError(502, "TorchServe answered with something other than a prediction")
+    return {
+        "model": body.get("model"),
+        "version": body.get("version"),
+        "empty": bool(body.get("empty", drawing.empty)),
+        "predictions": body.get("predictions", []),
+        "preview": drawing.preview,
+        "latency_ms": latency_ms,
+    }
+
+
+def _topk(params: dict[str, Any]) -> int:
+    topk = parse_topk(params.get("topk"))
+    if topk is None:
+        return current_app.config["DEFAULT_TOPK"]
+    return min(topk, current_app.config["MAX_TOPK"])
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise TorchServeError(
+            404, f"unknown {what} {value!r}: GET /api/models lists what is served"
+        )
+    return value
+
+
+def _ts_info(ts: TorchServeClient, reachable: bool, message: str) -> dict[str, Any]:
+    return {"reachable": reachable, "url": ts.inference_url, "message": message}
