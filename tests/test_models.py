@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from training.models import build_model, list_models
 from training.models.rcnn import ReluLRN
-from training.speed import maybe_compile, prepare_for_training
+from training.speed import cpp_compiler_problem, maybe_compile, prepare_for_training
 
 NUM_CLASSES = 47
 # (name, constructor arguments): every registered model with its defaults, plus variants.
@@ -212,7 +212,9 @@ def test_optimised_rcnn_matches_the_paper_transcription(norm):
     torch.testing.assert_close(logits_fast, logits_slow)
     slow_params = dict(slow.named_parameters())
     for name, p in fast.named_parameters():
-        torch.testing.assert_close(p.grad, slow_params[name].grad, msg=name)
+        torch.testing.assert_close(
+            p.grad, slow_params[name].grad, msg=lambda m, name=name: f"{name}: {m}"
+        )
     torch.testing.assert_close(fast.state_dict(), slow.state_dict())  # BN running statistics
 
 
@@ -244,8 +246,10 @@ def test_prepare_for_training_keeps_the_function():
         torch.testing.assert_close(prepared(x), model(x))
 
 
-def test_compile_falls_back_without_a_compiler(monkeypatch, caplog):
+def test_compile_falls_back_without_a_compiler(monkeypatch, caplog, request):
     monkeypatch.setenv("CXX", "no-such-compiler")
+    cpp_compiler_problem.cache_clear()
+    request.addfinalizer(cpp_compiler_problem.cache_clear)  # forget the missing compiler
     model = build(("cnn", {}))
     assert maybe_compile(model, True) is model
     assert "torch.compile disabled" in caplog.text
@@ -255,13 +259,18 @@ def test_compile_falls_back_without_a_compiler(monkeypatch, caplog):
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["lrn", "bn"])
 def test_compiled_rcnn_matches_eager(norm):
-    eager = prepare_for_training(build(("rcnn", {"norm": norm}), dropout=0.0).train(), "cpu")
+    # float64, for the reason given in test_optimised_rcnn_matches_the_paper_transcription.
+    eager = build(("rcnn", {"norm": norm}), dropout=0.0).double().train()
+    eager = prepare_for_training(eager, "cpu")
     compiled = maybe_compile(copy.deepcopy(eager), True)
-    x, y = images(8), torch.arange(8)
+    x, y = images(4).double(), torch.arange(4)
     F.cross_entropy(logits_eager := eager(x), y).backward()
     F.cross_entropy(logits_compiled := compiled(x), y).backward()
-    torch.testing.assert_close(logits_compiled, logits_eager, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits_compiled, logits_eager)
     compiled_params = dict(compiled.named_parameters())
     for name, p in eager.named_parameters():
-        grad = compiled_params[f"_orig_mod.{name}"].grad
-        torch.testing.assert_close(grad, p.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            compiled_params[f"_orig_mod.{name}"].grad,
+            p.grad,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )

@@ -23,10 +23,11 @@ g is the normalised nonlinearity, chosen by `norm`:
   running estimate would fit none of them at evaluation time. The convolutions drop their
   bias, which BN's shift makes redundant.
 
-Pooling is 3x3 with stride 2 (overlapping) as in the paper; padding 1 gives 28 -> 14 -> 7,
-the sizes the paper's ceil-mode pooling gives. Dropout follows each pooling step, the global
-one included. With K = 96 (RCNN-96) the model has about 0.67M parameters, as in the paper.
-`steps=0` removes the recurrent weights and leaves the feed-forward network of the same shape.
+Pooling is 3x3 with stride 2 (overlapping), as in the paper; padding 1 halves the maps
+exactly (28 -> 14 -> 7, as 32 -> 16 -> 8 on the paper's CIFAR-10). Dropout follows each
+pooling step, the global one included. With K = 96 (RCNN-96) the model has about 0.67M
+parameters, as in the paper. `steps=0` removes the recurrent weights and leaves the
+feed-forward network of the same shape.
 """
 
 import torch
@@ -147,7 +148,7 @@ class RecurrentConv(nn.Module):
         drive = self.feedforward(u)  # w_f * u + b: the same at every step
         x = self.norms[0](drive)
         for t in range(1, self.steps + 1):
-            # In place on the fresh conv output (its backward does not need it): saves a copy.
+            # In place on the fresh conv output (its backward does not need it): one less tensor.
             x = self.norms[t](self.recurrent(x).add_(drive))
         return x
 
@@ -185,8 +186,8 @@ class RCNN(nn.Module):
     def reset_parameters(self) -> None:
         # He initialisation for ReLU convolutions, and a small classifier so that the first
         # logits are near zero: with PyTorch's default (variance a third of He's) the signal
-        # fades through the 13 unrolled convolutions of the LRN variant, which then barely
-        # trains; with He alone the global max-pool features give initial losses around 17.
+        # fades through the 17 unrolled convolution layers of the LRN variant, which then
+        # barely trains; with He alone the global max-pool features give initial losses of 17.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
