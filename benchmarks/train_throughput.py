@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for variant in args.variant:
                 conn, child = context.Pipe()
                 process = context.Process(target=worker, args=(child, spec, variant, args))
-                saved = dict(os.environ)
+                saved, env = dict(os.environ), worker_environment(variant)
                 os.environ.clear()
-                os.environ.update(worker_environment(variant))
+                os.environ.update(env)
                 try:
                     process.start()
                 finally:
