@@ -19,6 +19,7 @@ RUN ?= runs/$(ARCH)-$(PROTOCOL)-s$(SEED)
 TRAIN_ARGS ?=
 CHECKPOINT ?= $(RUN)/best.pt
 DATA_ROOT ?= data
+BENCH_ARGS ?=
 
 # Serving knobs: make archive CHECKPOINT=runs/x/best.pt VERSION=1.0; make serve TOKEN_AUTH=1;
 # make register MODEL=emnist-cnn VERSION=2.0. Every listener is bound to 127.0.0.1.
@@ -96,7 +97,7 @@ evaluate: install ## evaluate CHECKPOINT on its protocol's test set
 	$(PY) -m training.evaluate $(CHECKPOINT)
 
 bench-train: install ## training throughput (images/s) of every architecture on this machine
-	$(PY) -m benchmarks.train_throughput
+	$(PY) benchmarks/train_throughput.py $(BENCH_ARGS)
 
 download: install ## fetch the official EMNIST archive into DATA_ROOT (needs internet)
 	$(PY) -m training.download --root $(DATA_ROOT)
