@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from handlers import archive
 from handlers.archive import sample_png
 from training.checkpoint import atomic_save, make_checkpoint
 from training.models import build_model
@@ -44,6 +45,25 @@ def write_checkpoint(
     ckpt.update(extra)
     atomic_save(ckpt, path)
     return path
+
+
+# Two versions of one model name (different weights) and a second model: what versioning needs.
+TEST_MODELS = (
+    ("cnn", "emnist-cnn", "1.0", 0),
+    ("cnn", "emnist-cnn", "2.0", 1),
+    ("rcnn", "emnist-rcnn", "1.0", 0),
+)
+
+
+def build_test_store(tmp: Path, *archive_args: str) -> Path:
+    """Archive TEST_MODELS from small checkpoints into tmp/model_store (no post-build check:
+    test_archive.py covers it)."""
+    store = tmp / "model_store"
+    for arch, name, version, seed in TEST_MODELS:
+        ckpt = write_checkpoint(tmp / f"{name}-{version}.pt", arch=arch, seed=seed)
+        args = ["--name", name, "--version", version, "--store", str(store), "--no-check"]
+        archive.main([str(ckpt), *args, *archive_args])
+    return store
 
 
 def drawing_png(kind: str = "T") -> bytes:

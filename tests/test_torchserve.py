@@ -21,10 +21,10 @@ import torch
 from serving_helpers import (
     LABELS,
     blank_png,
+    build_test_store,
     drawing_png,
     free_ports,
     truncated_png,
-    write_checkpoint,
 )
 
 from handlers import archive, ctl
@@ -50,19 +50,8 @@ B64 = base64.b64encode(PNG).decode()
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """emnist-cnn 1.0 and 2.0 (different weights) and emnist-rcnn 1.0, batching on."""
-    tmp = tmp_path_factory.mktemp("archives")
-    store = tmp / "model_store"
-    for arch, name, version, seed in (
-        ("cnn", "emnist-cnn", "1.0", 0),
-        ("cnn", "emnist-cnn", "2.0", 1),
-        ("rcnn", "emnist-rcnn", "1.0", 0),
-    ):
-        ckpt = write_checkpoint(tmp / f"{name}-{version}.pt", arch=arch, seed=seed)
-        # A 50 ms batch window makes batches form reliably even on a busy 2-core machine.
-        args = ["--name", name, "--version", version, "--store", str(store)]
-        # test_archive.py covers the post-build check.
-        archive.main([str(ckpt), *args, "--max-batch-delay", "50", "--no-check"])
-    return store
+    # A 50 ms batch window makes batches form reliably even on a busy 2-core machine.
+    return build_test_store(tmp_path_factory.mktemp("archives"), "--max-batch-delay", "50")
 
 
 @contextlib.contextmanager

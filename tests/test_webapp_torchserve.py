@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serving_helpers import LABELS, blank_png, drawing_png, free_ports, write_checkpoint
+from serving_helpers import LABELS, blank_png, build_test_store, drawing_png, free_ports
 
-from handlers import archive, ctl
+from handlers import ctl
 from handlers import server as ts
 from webapp import create_app
 
@@ -29,15 +29,7 @@ PNG = drawing_png("L")
 def served(tmp_path_factory):
     """emnist-cnn 1.0 and 2.0, emnist-rcnn 1.0 behind `make serve`'s code; stopped by PID."""
     tmp = tmp_path_factory.mktemp("webapp-ts")
-    store = tmp / "model_store"
-    for arch, name, version, seed in (
-        ("cnn", "emnist-cnn", "1.0", 0),
-        ("cnn", "emnist-cnn", "2.0", 1),
-        ("rcnn", "emnist-rcnn", "1.0", 0),
-    ):
-        ckpt = write_checkpoint(tmp / f"{name}-{version}.pt", arch=arch, seed=seed)
-        args = ["--name", name, "--version", version, "--store", str(store), "--no-check"]
-        archive.main([str(ckpt), *args])
+    store = build_test_store(tmp)
     ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
     workdir = tmp / "logs"
     argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
