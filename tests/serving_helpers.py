@@ -7,10 +7,12 @@ import socket
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image, ImageDraw
 
 from handlers import archive
+from handlers import server as ts
 from handlers.archive import sample_png
 from training.checkpoint import atomic_save, make_checkpoint
 from training.models import build_model
@@ -46,6 +48,12 @@ def write_checkpoint(
     atomic_save(ckpt, path)
     return path
 
+
+_JAVA = ts.java_major_version()
+# Skips, with the reason, every test that starts TorchServe where it cannot run.
+needs_java = pytest.mark.skipif(
+    _JAVA is None or _JAVA < 17, reason="TorchServe 0.12 needs Java 17+"
+)
 
 # Two versions of one model name (different weights) and a second model: what versioning needs.
 TEST_MODELS = (

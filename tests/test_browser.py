@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from serving_helpers import free_ports
+from serving_helpers import free_ports, needs_java
 
 from handlers import server as ts
 
@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 RELEASED = sorted((ROOT / "model_store").glob("*.mar"))
-JAVA = ts.java_major_version()
 # Without the background-networking flags Chromium tries to reach Google's servers.
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -33,7 +32,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.torchserve,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make install)"),
-    pytest.mark.skipif(JAVA is None or JAVA < 17, reason="TorchServe 0.12 needs Java 17+"),
+    needs_java,
     pytest.mark.skipif(not RELEASED, reason="no released archives in model_store/"),
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -24,6 +24,7 @@ from serving_helpers import (
     build_test_store,
     drawing_png,
     free_ports,
+    needs_java,
     truncated_png,
 )
 
@@ -37,11 +38,10 @@ from training.inference import images_to_tensor, predict_logits
 from training.preprocessing import preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
-JAVA = ts.java_major_version()
 pytestmark = [
     pytest.mark.torchserve,
     pytest.mark.slow,
-    pytest.mark.skipif(JAVA is None or JAVA < 17, reason="TorchServe 0.12 needs Java 17+"),
+    needs_java,
 ]
 PNG = drawing_png()
 B64 = base64.b64encode(PNG).decode()

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serving_helpers import LABELS, blank_png, build_test_store, drawing_png, free_ports
+from serving_helpers import LABELS, blank_png, build_test_store, drawing_png, free_ports, needs_java
 
 from handlers import ctl
 from handlers import server as ts
 from webapp import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-JAVA = ts.java_major_version()
 pytestmark = [
     pytest.mark.torchserve,
     pytest.mark.slow,
-    pytest.mark.skipif(JAVA is None or JAVA < 17, reason="TorchServe 0.12 needs Java 17+"),
+    needs_java,
 ]
 PNG = drawing_png("L")
 

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.cli import HelpFormatter, add_data_arguments
 from training.files import atomic_write_json
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.plots import plot_confusion, plot_learning_curves
-from training.protocol import add_data_arguments, load_data
-from training.train import HelpFormatter
+from training.protocol import load_data
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

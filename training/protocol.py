@@ -11,7 +11,6 @@ exact duplicates within a training pool are kept once.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -153,29 +152,6 @@ def load_official(
     provenance = {"root": str(Path(root)), "files": [{"file": str(f)} for f in used]}
     part = _Part(f"{split}_train", train.images, train.labels)
     return _assemble(split, test, [part], val_fraction, seed, provenance, deduplicate=False)
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, *, default_source: str) -> None:
-    """The `--protocol | --split` and `--data-root` options the CLIs share."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default=None,
-        help=f"a protocol of ../shared/emnist/README.md (default: {default_source})",
-    )
-    source.add_argument(
-        "--split",
-        choices=SPLITS,
-        default=None,
-        help="an official EMNIST split, read from --data-root",
-    )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        help="the shared folder for a protocol ($EMNIST_SHARED_ROOT or ../shared/emnist), "
-        "the NIST distribution for a split (data/)",
-    )
 
 
 def load_data(

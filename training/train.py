@@ -19,22 +19,11 @@ from tqdm import tqdm
 
 from training.augment import PRESETS, augment_batch
 from training.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
+from training.cli import HelpFormatter, add_data_arguments
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.models import build_model, list_models
-from training.protocol import add_data_arguments, load_data
+from training.protocol import load_data
 from training.speed import configure_cpu_threads, prepare_for_training
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """--help shows every default that is set and keeps the module docstring's layout."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        shown = action.default is not None and action.default is not False
-        shown = shown and action.default != argparse.SUPPRESS
-        if action.option_strings and shown and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
