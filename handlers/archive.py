@@ -4,9 +4,11 @@
 
 The archive holds the checkpoint itself (loaded with `weights_only=True` and rebuilt through the
 registry: no pickled modules, no `--model-file`), `index_to_name.json` written from the
-checkpoint's label map, a `model-config.yaml` (workers, batching, timeouts, CPU threads), the
-handler, and the project modules the handler imports (`handlers/`, `training/`) exactly as they
-are in the repository, found by importing the handler in a fresh interpreter.
+checkpoint's label map, the model card (`model-card.json`, `MODEL_CARD.md`: data, protocol,
+accuracy, parameters, training time and hardware; handlers/model_card.py), a
+`model-config.yaml` (workers, batching, timeouts, CPU threads), the handler, and the project
+modules the handler imports (`handlers/`, `training/`) exactly as they are in the repository,
+found by importing the handler in a fresh interpreter.
 
 The check runs the archive's own copy of the code, in a separate interpreter where nothing else
 can be imported from the repository, on a batch of [a drawing, a blank canvas, garbage], and
@@ -29,6 +31,13 @@ from pathlib import Path
 
 import yaml
 
+from handlers.model_card import (
+    CARD_JSON,
+    CARD_MARKDOWN,
+    build_card,
+    card_markdown,
+    check_test_metrics,
+)
 from training.checkpoint import atomic_save, load_checkpoint
 from training.files import atomic_write, atomic_write_json
 from training.preprocessing import PREPROCESSING_VERSION
@@ -82,8 +91,16 @@ def main(argv: list[str] | None = None) -> Path:
         "responseTimeout": args.response_timeout,
         "handler": {"cpu_threads": args.cpu_threads},
     }
+    test_metrics = None
+    if args.test_metrics:
+        test_metrics = json.loads(args.test_metrics.read_text())
+        try:
+            check_test_metrics(test_metrics, ckpt)
+        except ValueError as err:
+            raise SystemExit(f"error: {args.test_metrics}: {err}") from err
+    card = build_card(ckpt, name, version, test_metrics)
     with tempfile.TemporaryDirectory(prefix="emnist-archive-") as tmp:
-        mar = build_archive(ckpt, name, version, config, Path(tmp))
+        mar = build_archive(ckpt, name, version, config, card, Path(tmp))
         if not args.no_check:
             print(check_archive(mar, ckpt))
         atomic_write(target, mar.read_bytes())
@@ -116,6 +133,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--response-timeout", type=int, default=30, help="s before a worker is deemed stuck"
     )
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument(
+        "--test-metrics",
+        type=Path,
+        help="metrics.json of `python -m training.evaluate CHECKPOINT` for the model card",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
     parser.add_argument("--no-check", action="store_true", help="skip the post-build check")
     args = parser.parse_args(argv)
@@ -127,7 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def build_archive(ckpt: dict, name: str, version: str, config: dict, tmp: Path) -> Path:
+def build_archive(ckpt: dict, name: str, version: str, config: dict, card: dict, tmp: Path) -> Path:
     """Stage everything in `tmp` and run torch-model-archiver; returns the .mar path."""
     stage = tmp / "stage"
     for module_file in shipped_files():
@@ -135,6 +157,8 @@ def build_archive(ckpt: dict, name: str, version: str, config: dict, tmp: Path) 
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(module_file, dest)
     atomic_write_json(stage / "index_to_name.json", dict(enumerate(ckpt["class_names"])))
+    atomic_write_json(stage / CARD_JSON, card)
+    atomic_write(stage / CARD_MARKDOWN, card_markdown(card).encode())
     config_file = tmp / "model-config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     released = {k: v for k, v in ckpt.items() if k != "resume"}  # no optimizer state

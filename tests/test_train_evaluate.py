@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from serving_helpers import read_member
 
+from handlers import archive
 from training import evaluate, train
 from training.checkpoint import REQUIRED_KEYS, load_checkpoint, model_from_checkpoint
 from training.emnist import idx_file_name, mapping_file_name, write_idx
@@ -151,3 +153,53 @@ def test_dry_run_on_the_emnist47_protocol(shared_emnist, tmp_path):
     ckpt = load_checkpoint(tmp_path / "best.pt")
     assert len(ckpt["class_names"]) == 47
     assert ckpt["data"], "provenance of the training data is recorded"
+
+
+@pytest.mark.slow
+def test_an_archive_carries_its_card_and_evaluates_like_its_checkpoint(
+    trained_run, bars_root, tmp_path
+):
+    """`evaluate X.mar` runs the archive's own handler and agrees with the checkpoint."""
+    data = ["--data-root", str(bars_root)]
+    from_checkpoint = evaluate.main(
+        [str(trained_run / "best.pt"), *data, "--out", str(tmp_path / "ckpt")]
+    )
+    mar = archive.main(
+        [
+            str(trained_run / "best.pt"),
+            "--name",
+            "bars",
+            "--version",
+            "0.1",
+            "--store",
+            str(tmp_path / "store"),
+            "--test-metrics",
+            str(tmp_path / "ckpt" / "metrics.json"),
+        ]
+    )
+    card = json.loads(read_member(mar, "model-card.json"))
+    assert card["test"]["top1"] == from_checkpoint["top1"]
+    assert card["parameters"] == sum(p.numel() for p in load_model(trained_run).parameters())
+    assert card["multiply_adds_per_image"] > card["parameters"]  # convolutions reuse weights
+    assert card["training"]["config"]["arch"] == "cnn-seed"
+    assert b"top-1" in read_member(mar, "MODEL_CARD.md")
+
+    from_archive = evaluate.main([str(mar), *data, "--out", str(tmp_path / "mar")])
+    assert from_archive["path"].startswith("archive handler")
+    assert from_archive["images"] == from_checkpoint["images"]
+    assert from_archive["top1"] == from_checkpoint["top1"]
+    assert from_archive["per_class_accuracy"] == from_checkpoint["per_class_accuracy"]
+    assert abs(from_archive["loss"] - from_checkpoint["loss"]) < 1e-4
+
+
+def test_archive_refuses_metrics_of_another_subset(trained_run, bars_root, tmp_path):
+    ckpt = str(trained_run / "best.pt")
+    evaluate.main([ckpt, "--data-root", str(bars_root), "--subset", "val", "--out", str(tmp_path)])
+    metrics = str(tmp_path / "metrics.json")
+    store = str(tmp_path / "store")
+    with pytest.raises(SystemExit, match="subset"):
+        archive.main([ckpt, "--version", "0.1", "--store", store, "--test-metrics", metrics])
+
+
+def load_model(run: Path) -> torch.nn.Module:
+    return model_from_checkpoint(load_checkpoint(run / "best.pt"))

@@ -1,9 +1,12 @@
-"""Evaluate a checkpoint: top-1/top-3, per-class accuracy, confusions, plots, metrics.json.
+"""Evaluate a checkpoint or a model archive: top-1/top-3, per-class accuracy, confusions, plots.
 
     python -m training.evaluate runs/cnn-emnist47-s0/best.pt --protocol emnist47
+    python -m training.evaluate model_store/emnist-cnn-1.0.mar
 
-By default the data source is the one the checkpoint was trained on, and the subset is its
-test set (reporting only: checkpoints are selected on validation data during training).
+By default the data source is the one the model was trained on, and the subset is its test set
+(reporting only: checkpoints are selected on validation data during training). A `.mar` is
+evaluated with the code TorchServe runs: the archive's own handler, in a separate interpreter
+that cannot see the repository (handlers/archive_eval.py).
 """
 
 import argparse
@@ -13,17 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from handlers.archive_eval import archive_probabilities, read_archive_checkpoint
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.cli import HelpFormatter, add_data_arguments
 from training.files import atomic_write_json
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.plots import plot_confusion, plot_learning_curves
-from training.protocol import load_data
+from training.protocol import PROJECT_ROOT, load_data
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="a best.pt / last.pt written by training.train")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a best.pt / last.pt written by training.train, or a .mar built by handlers.archive",
+    )
     add_data_arguments(p, default_source="the checkpoint's training data")
     p.add_argument("--subset", choices=["test", "val"], default="test", help="which held-out set")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
@@ -33,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: eval-<source>-<subset> beside the checkpoint)",
+        help="output folder (default: eval-<source>-<subset> beside the checkpoint; "
+        "runs/eval-<archive>-<source>-<subset> for an archive)",
     )
     p.add_argument("--top-confusions", type=int, default=15, help="pairs listed in metrics.json")
     return p.parse_args(argv)
@@ -65,9 +74,31 @@ def most_confused(confusion: np.ndarray, class_names: list[str], top: int) -> li
     return pairs
 
 
+def archive_logits(
+    mar: Path, images: np.ndarray, ckpt: dict, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """The archive handler's probabilities, as log-probabilities (valid logits: softmax of
+    them gives the probabilities back)."""
+    gpu_id = (device.index or 0) if device.type == "cuda" else None
+    probabilities, info = archive_probabilities(mar, images, batch_size=batch_size, gpu_id=gpu_id)
+    if info["labels"] != list(ckpt["class_names"]):
+        raise SystemExit(f"{mar}: index_to_name.json disagrees with its checkpoint's classes")
+    # Clamped: a probability that underflowed to 0 would make the loss infinite.
+    return torch.from_numpy(probabilities).clamp_min(1e-12).log()
+
+
+def default_out(path: Path, is_archive: bool, data: str) -> Path:
+    if is_archive:  # never write into model_store/
+        return PROJECT_ROOT / "runs" / f"eval-{path.stem}-{data}"
+    return path.parent / f"eval-{data}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    ckpt = load_checkpoint(args.checkpoint)
+    is_archive = args.checkpoint.suffix == ".mar"
+    ckpt = (
+        read_archive_checkpoint(args.checkpoint) if is_archive else load_checkpoint(args.checkpoint)
+    )
     trained_on = ckpt.get("train_config", {})
     protocol, split = args.protocol, args.split
     if protocol is None and split is None:
@@ -82,9 +113,15 @@ def main(argv: list[str] | None = None) -> dict:
     labels = getattr(bundle, f"{args.subset}_labels")[: args.limit]
 
     device = select_device(args.device)
-    model = model_from_checkpoint(ckpt, device)
     started = time.perf_counter()
-    logits = predict_logits(model, images_to_tensor(images, device), batch_size=args.batch_size)
+    if is_archive:
+        logits = archive_logits(args.checkpoint, images, ckpt, device, args.batch_size)
+    else:
+        # Channels-last lets oneDNN pick faster convolution kernels (1.3x for RCNN on CPU
+        # here); the arithmetic is the same up to float rounding.
+        model = model_from_checkpoint(ckpt, device).to(memory_format=torch.channels_last)
+        inputs = images_to_tensor(images, device).contiguous(memory_format=torch.channels_last)
+        logits = predict_logits(model, inputs, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
     summary = accuracy_metrics(logits, torch.from_numpy(labels).long())
     predicted = logits.argmax(1).cpu().numpy()
@@ -108,8 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         "most_confused": most_confused(confusion, names, args.top_confusions),
         "seconds": seconds,
         "device": str(device),
+        "path": "archive handler (handlers/archive_eval.py)" if is_archive else "in-process",
     }
-    out = args.out or args.checkpoint.parent / f"eval-{bundle.name}-{args.subset}"
+    out = args.out or default_out(args.checkpoint, is_archive, f"{bundle.name}-{args.subset}")
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "confusion.json", {"class_names": names, "matrix": confusion.tolist()})
     title = f"{ckpt['arch']} on {bundle.name} {args.subset} ({len(labels):,} images)"

@@ -12,7 +12,7 @@ import numpy as np
 from training.files import atomic_write
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -34,7 +34,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path, title: s
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(history: list[dict], path, title: str) -> None:
@@ -54,4 +54,4 @@ def plot_learning_curves(history: list[dict], path, title: str) -> None:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,0 +1,191 @@
+"""The CNN-vs-RCNN study: one table of size, cost, speed and accuracy per trained model.
+
+    python -m benchmarks.study --run "seed CNN=runs/seed/best.pt" --run "RCNN=runs/rcnn/best.pt"
+
+For every checkpoint: parameters and multiply-adds per image (training/model_stats.py), training
+time and hardware (from the checkpoint), validation top-1 (what selected it), bymerge test top-1
+and top-3 (the `metrics.json` that `python -m training.evaluate CHECKPOINT` wrote beside it; run
+that first), digits accuracy and in-process latency at batch 1 and 64, measured here side by
+side: every round times every model once, and the medians over rounds are reported.
+
+Digits: the 47-class model restricted to its ten digit outputs, on the mnist-split test set
+minus the images whose pixels equal an image of the emnist47 training pool (the pool was not
+built to exclude them), so no model is scored on an image it was trained on.
+
+Writes docs/study.json, docs/study.md (the tables) and docs/study_learning_curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.cli import HelpFormatter
+from training.files import atomic_write, atomic_write_json
+from training.inference import images_to_tensor, predict_logits
+from training.model_stats import latency_ms, multiply_adds, parameter_count
+from training.plots import save_figure
+from training.protocol import PROJECT_ROOT, load_protocol, pixel_digests
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--run", action="append", required=True, help="LABEL=CHECKPOINT, repeatable")
+    p.add_argument("--rounds", type=int, default=7, help="latency rounds (medians reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs", help="output folder")
+    return p.parse_args(argv)
+
+
+def clean_digits_test() -> tuple[np.ndarray, np.ndarray, int]:
+    """mnist-split test images not in the emnist47 training pool, their labels, how many left."""
+    digits = load_protocol("digits")
+    pool = load_protocol("emnist47")
+    seen = set(pixel_digests(np.concatenate([pool.train_images, pool.val_images])))
+    keep = np.array([d not in seen for d in pixel_digests(digits.test_images)])
+    removed = int((~keep).sum())
+    return digits.test_images[keep], digits.test_labels[keep], removed
+
+
+def digits_accuracy(model: torch.nn.Module, class_names: list[str], images, labels) -> float:
+    logits = predict_logits(model, images_to_tensor(images, torch.device("cpu")), batch_size=1024)
+    columns = [class_names.index(d) for d in DIGITS]
+    predicted = logits[:, columns].argmax(1).numpy()
+    return float((predicted == labels).mean())
+
+
+def describe(label: str, path: Path) -> tuple[dict, torch.nn.Module]:
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    metrics_file = path.parent / "eval-emnist47-test" / "metrics.json"
+    if not metrics_file.exists():
+        raise SystemExit(f"no test figures for {path}: run python -m training.evaluate {path}")
+    tested = json.loads(metrics_file.read_text())
+    meta = ckpt.get("metrics", {})
+    row = {
+        "label": label,
+        "checkpoint": str(path),
+        "arch": ckpt["arch"],
+        "model_args": {k: v for k, v in ckpt["model_args"].items() if k != "num_classes"},
+        "parameters": parameter_count(model),
+        "multiply_adds": multiply_adds(model),
+        "epochs_run": len(ckpt.get("history") or []),
+        "selected_epoch": meta.get("epoch"),
+        "train_seconds": meta.get("train_seconds"),
+        "hardware": meta.get("hardware"),
+        "train_config": ckpt.get("train_config"),
+        "val_top1": meta.get("val_acc"),
+        "test_images": tested["images"],
+        "test_top1": tested["top1"],
+        "test_top3": tested["top3"],
+        "most_confused": tested["most_confused"][:8],
+        "history": ckpt.get("history") or [],
+        "class_names": ckpt["class_names"],
+    }
+    return row, model
+
+
+def measure_latency(models: list[torch.nn.Module], rounds: int) -> list[dict]:
+    """Per model, the median over rounds of each round's median, at batch 1 and 64."""
+    samples: list[dict[int, list[float]]] = [{1: [], 64: []} for _ in models]
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            for batch in (1, 64):
+                samples[i][batch].append(latency_ms(model, batch, repeats=20)["median_ms"])
+    return [
+        {f"batch{b}_ms": statistics.median(s[b]) for b in (1, 64)}
+        | {"batch64_images_per_second": 64_000 / statistics.median(s[64])}
+        for s in samples
+    ]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row in rows:
+        history = row["history"]
+        ax.plot(
+            [h["epoch"] for h in history],
+            [100 * h["val_acc"] for h in history],
+            label=f"{row['label']} (best {100 * row['val_top1']:.2f}%)",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_ylim(85, 92)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Validation accuracy per epoch (emnist47, 5,329 validation images)")
+    save_figure(fig, path)
+
+
+def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -> str:
+    lines = [
+        "| model | arch | params | MACs/image | epochs (selected) | training | val top-1 "
+        "| bymerge top-1 | top-3 | digits | batch 1 | batch 64 |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        minutes = "?" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min"
+        lines.append(
+            f"| {r['label']} | `{r['arch']}` {r['model_args'] or ''} | {r['parameters']:,} "
+            f"| {r['multiply_adds'] / 1e6:.1f} M | {r['epochs_run']} ({r['selected_epoch']}) "
+            f"| {minutes}, {r['hardware']} | {100 * r['val_top1']:.2f}% "
+            f"| {100 * r['test_top1']:.2f}% | {100 * r['test_top3']:.2f}% "
+            f"| {100 * r['digits']:.2f}% | {r['batch1_ms']:.2f} ms "
+            f"| {r['batch64_ms']:.1f} ms ({r['batch64_images_per_second']:,.0f}/s) |"
+        )
+    lines += [
+        "",
+        f"bymerge: the complete official test set ({rows[0]['test_images']:,} images). digits: "
+        f"the ten digit outputs on the mnist-split test set minus {removed:,} images that are "
+        f"also in the emnist47 training pool ({digits_images:,} images). Latency: in-process "
+        f"forward pass, CPU, {threads} torch threads, channels-last, median over rounds.",
+        "",
+        "Most confused pairs on bymerge (true -> predicted: count):",
+        "",
+    ]
+    for r in rows:
+        pairs = ", ".join(
+            f"{p['true']}->{p['predicted']}: {p['count']}" for p in r["most_confused"]
+        )
+        lines.append(f"- {r['label']}: {pairs}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    runs = [spec.split("=", 1) for spec in args.run]
+    described = [describe(label, Path(path)) for label, path in runs]
+    rows = [row for row, _ in described]
+    models = [model for _, model in described]
+    images, labels, removed = clean_digits_test()
+    for row, model in zip(rows, models, strict=True):
+        row["digits"] = digits_accuracy(model, row["class_names"], images, labels)
+        print(f"{row['label']}: digits {100 * row['digits']:.2f}%")
+    for row, timing in zip(rows, measure_latency(models, args.rounds), strict=True):
+        row.update(timing)
+    plot_curves(rows, args.out / "study_learning_curves.png")
+    for row in rows:
+        del row["class_names"]
+    atomic_write_json(args.out / "study.json", {"threads": threads, "runs": rows})
+    table = markdown(rows, removed, len(labels), threads)
+    atomic_write(args.out / "study.md", table.encode())
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
