@@ -37,8 +37,9 @@ GRPC_MANAGEMENT_PORT ?= 7071
 TOKEN_AUTH ?= 0
 CTL := $(PY) -m handlers.ctl --logs $(LOGS)
 
-.PHONY: help install test test-fast lint format train evaluate bench-train download clean
+.PHONY: help install test test-fast lint format train evaluate bench bench-train download clean
 .PHONY: archive serve stop models register unregister set-default demo webapp
+.PHONY: kserve-layout
 WEB_PORT ?= 5000
 
 help: ## list the targets
@@ -96,8 +97,19 @@ train: install ## train ARCH on PROTOCOL for EPOCHS into RUN (extra flags: TRAIN
 evaluate: install ## evaluate CHECKPOINT on its protocol's test set
 	$(PY) -m training.evaluate $(CHECKPOINT)
 
+bench: install ## serving benchmark suite (~8 min) -> bench/results.{json,md}, bench/*.png (BENCH_ARGS=...)
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
 bench-train: install ## training throughput (images/s) of every architecture on this machine
 	$(PY) benchmarks/train_throughput.py $(BENCH_ARGS)
+
+release: install ## train, evaluate and archive the default models as RELEASE_VERSION (RELEASE_ARGS="...")
+	@test -n "$(RELEASE_VERSION)" || { echo "usage: make release RELEASE_VERSION=1.1"; exit 2; }
+	$(PY) -m training.release --version $(RELEASE_VERSION) $(RELEASE_ARGS)
+
+.PHONY: canvas-realism
+canvas-realism: install ## released models on Hershey-font canvas drawings -> runs/canvas-realism/ (CANVAS_ARGS=...)
+	$(PY) benchmarks/canvas_realism.py $(CANVAS_ARGS)
 
 download: install ## fetch the official EMNIST archive into DATA_ROOT (needs internet)
 	$(PY) -m training.download --root $(DATA_ROOT)
@@ -137,6 +149,13 @@ webapp: install ## only the web app (waitress, 127.0.0.1:WEB_PORT) for a TorchSe
 	$(PY) -m webapp --port $(WEB_PORT) --inference-url http://127.0.0.1:$(INFERENCE_PORT) \
 		--management-url http://127.0.0.1:$(MANAGEMENT_PORT) \
 		$(if $(filter 1 yes true,$(TOKEN_AUTH)),--token-file $(LOGS)/key_file.json)
+
+# KServe: the storage layout its TorchServe runtime mounts (deploy/kserve/README.md).
+# make kserve-layout KSERVE_OUT=build/kserve-cnn2 KSERVE_ARGS="--pin emnist-cnn=2.0"
+KSERVE_OUT ?= build/kserve
+KSERVE_ARGS ?=
+kserve-layout: install ## KServe layout (config/ + model-store/, default versions pinned) in KSERVE_OUT
+	$(PY) -m deploy.kserve.assemble $(KSERVE_OUT) $(KSERVE_ARGS)
 
 clean: ## remove caches (keeps .venv, runs/ and model_store/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

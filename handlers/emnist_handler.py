@@ -68,6 +68,12 @@ class EmnistHandler(BaseHandler):
         if self.labels != list(ckpt["class_names"]):
             raise RuntimeError(f"{LABELS_FILE} disagrees with the checkpoint's class names")
         self.model = model_from_checkpoint(ckpt, self.device)
+        # oneDNN runs these convolutions faster in channels-last memory: 15-27% less
+        # inference time per image at batch 1 and 8 on CPU (docs/benchmarks.md).
+        self.memory_format = (
+            torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        )
+        self.model = self.model.to(memory_format=self.memory_format)
         self.arch = ckpt["arch"]
         self.checkpoint_metrics = ckpt.get("metrics", {})
         self.model_name = manifest.get("modelName", context.model_name)
@@ -94,7 +100,7 @@ class EmnistHandler(BaseHandler):
         slots = []
         for idx, row in enumerate(data):
             try:
-                request = parse_request(row, self.context.get_all_request_header(idx))
+                request = parse_request(row, self._headers(idx))
                 image = preprocess(decode_image(request.image))
             except RequestError as err:
                 slots.append({"error": (err.status, err.message)})
@@ -115,6 +121,7 @@ class EmnistHandler(BaseHandler):
         if not drawn:
             return slots, np.empty((0, len(self.labels)), dtype=np.float32)
         x = torch.from_numpy(to_model_input(np.stack(drawn))).to(self.device)
+        x = x.contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             probabilities = torch.softmax(self.model(x).float(), dim=1)
         return slots, probabilities.cpu().numpy()
@@ -128,7 +135,8 @@ class EmnistHandler(BaseHandler):
         for idx, slot in enumerate(slots):
             if "error" in slot:
                 status, message = slot["error"]
-                self.context.set_response_status(status, HTTPStatus(status).phrase, idx=idx)
+                if self._is_request(idx):
+                    self.context.set_response_status(status, HTTPStatus(status).phrase, idx=idx)
                 answer = responses.error(status, message)
             elif slot["empty"]:
                 answer = responses.empty_drawing(**identity, batch_size=len(slots))
@@ -140,9 +148,19 @@ class EmnistHandler(BaseHandler):
                     topk=slot["topk"],
                     batch_size=len(slots),
                 )
-            self.context.set_response_content_type(idx, "application/json")
+            if self._is_request(idx):
+                self.context.set_response_content_type(idx, "application/json")
             answers.append(answer)
         return answers
+
+    def _is_request(self, idx: int) -> bool:
+        """Whether row `idx` is a request of its own. Under TorchServe's KServe envelopes one
+        request can carry several instances: they arrive as rows, but only the request has
+        headers and a status (the envelope builds the one answer from the rows)."""
+        return idx < len(self.context.request_processor or ())
+
+    def _headers(self, idx: int) -> dict:
+        return self.context.get_all_request_header(idx) if self._is_request(idx) else {}
 
     def describe_handle(self):
         """`GET /models/<name>/<version>?customized=true` shows this as customizedMetadata."""

@@ -116,6 +116,9 @@ def _from_payload(payload: Any) -> tuple[bytes, int | None]:
                 payload = json.loads(stripped)
             except ValueError as err:
                 raise RequestError(f"the body looks like JSON but is not valid: {err}") from err
+            except RecursionError as err:
+                # `[[[[...` a few thousand deep exhausts the parser's stack: a 400, not a 500.
+                raise RequestError("the JSON body is nested too deeply") from err
         else:
             return decode_image_string(stripped), None
     if isinstance(payload, Mapping):

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from handlers import archive
+from handlers import archive, ctl
 from handlers import server as ts
 from handlers.archive import sample_png
 from training.checkpoint import atomic_save, make_checkpoint
 from training.models import build_model
 
+ROOT = Path(__file__).resolve().parent.parent
 # Labels that are not their indices' digits, so a label computed from an index shows up.
 LABELS = ("A", "b", "7", "Z")
 SMALL_ARGS = {"cnn": {"width": 8}, "cnn-seed": {}, "rcnn": {"width": 8, "steps": 1}}
@@ -114,3 +120,54 @@ def archive_names(mar: Path) -> set[str]:
 def read_member(mar: Path, name: str) -> bytes:
     with zipfile.ZipFile(mar) as z:
         return z.read(name)
+
+
+@contextlib.contextmanager
+def torchserve_running(workdir: Path, store: Path, *, config: Path | None = None, token_auth=False):
+    """`make serve`'s code on free loopback ports in `workdir`, READY; stopped by PID on exit,
+    which must leave no port open and no process running."""
+    ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
+    argv = ["--logs", str(workdir), "start", "--config", str(config or ROOT / "config.properties")]
+    argv += ["--model-store", str(store), "--timeout", "150"]
+    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
+    try:
+        ctl.main(argv + (["--token-auth"] if token_auth else []))
+        yield ts.Server.load(workdir)
+    finally:
+        server = ts.Server.load(workdir)
+        if server is not None:
+            server.remember_workers()
+            pids = [server.pid, *server.workers]
+            ts.stop(server)
+            assert not [p for p in ports.values() if ts.port_in_use(p)], "ports left open"
+            assert not [p for p in pids if psutil.pid_exists(p)], "processes left running"
+
+
+@contextlib.contextmanager
+def webapp_running(server: ts.Server, logs: Path, *extra: str):
+    """`python -m webapp` (waitress) on a free loopback port in front of `server`; yields
+    (url, process) once /healthz answers; terminated by PID on exit."""
+    port = free_ports(1)[0]
+    endpoints = server.endpoints
+    command = [sys.executable, "-m", "webapp", "--port", str(port)]
+    command += ["--inference-url", endpoints.inference, "--management-url", endpoints.management]
+    with open(logs / f"webapp-{port}.out", "wb") as out:
+        process = subprocess.Popen(
+            [*command, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not ts.port_in_use(port):
+            assert process.poll() is None, (logs / f"webapp-{port}.out").read_text()
+            assert time.monotonic() < deadline, "the web app did not start listening"
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        assert not ts.port_in_use(port), "the web app's port was left open"

@@ -166,7 +166,12 @@ def _image_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Gray and alpha planes of a PIL image as float32 in [0, 1] (alpha None when opaque)."""
     if image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) != 1:
         image = ImageOps.exif_transpose(image)
+    factor = -(-max(image.size) // _MAX_WORK_SIDE)
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        if factor > 1:
+            # Shrunk like 8-bit images (a 4096 px 16-bit PNG peaked at 163 MB, now 100 MB);
+            # Pillow reduces "I" and "F" but not the 16-bit modes, so those are widened first.
+            image = (image if image.mode == "F" else image.convert("I")).reduce(factor)
         return _array_planes(np.asarray(image))
     if image.has_transparency_data:
         image = image.convert("RGBA")
@@ -175,7 +180,6 @@ def _image_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         alpha = None
         image = image.convert("L")
-    factor = -(-max(image.size) // _MAX_WORK_SIDE)
     if factor > 1:
         image = image.reduce(factor)
         alpha = None if alpha is None else alpha.reduce(factor)

@@ -55,7 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.warning("listening on %s: reachable from other machines", args.host)
     print(f"web app on http://{args.host}:{args.port} (TorchServe at {args.inference_url})")
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="emnist")
+    # waitress reads a whole body (up to 1 GB by default) before the app can refuse it: cut
+    # far larger ones off at the socket (413); those just over the limit get the app's JSON 400.
+    body_limit = 2 * app.config["MAX_CONTENT_LENGTH"]
+    waitress.serve(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        ident="emnist",
+        max_request_body_size=body_limit,
+    )
 
 
 if __name__ == "__main__":

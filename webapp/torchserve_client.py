@@ -9,6 +9,7 @@ the HTTP status the app answers with and a message a user can act on:
 - unknown model or version (TorchServe 404) -> 404
 - an image TorchServe refuses (TorchServe 4xx) -> 400 with its message
 - TorchServe overloaded or a model without workers (503) -> 503 with Retry-After
+- a worker that died with the request in flight (TorchServe 507, it restarts it) -> 503 likewise
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ class TorchServeClient:
         message = str(message or f"TorchServe answered {response.status_code}")
         if response.status_code == 503:
             raise TorchServeError(503, f"TorchServe is busy: {message}", RETRY_AFTER_S)
+        if response.status_code == 507:
+            # TorchServe's "Worker died.": the model's worker crashed on a request in flight
+            # and TorchServe is restarting it; the same request succeeds once it is back.
+            raise TorchServeError(
+                503, f"the model's worker is restarting ({message}): try again", RETRY_AFTER_S
+            )
         if "token" in message.lower() and "authorization" in message.lower():
             raise TorchServeError(502, "TorchServe refused the app's API key: check --token-file")
         if 400 <= response.status_code < 500:

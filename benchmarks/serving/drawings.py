@@ -1,0 +1,35 @@
+"""Distinct canvas-like drawings for the load generator: one character per client.
+
+Each client sends its own drawing, so an answer meant for another client's drawing (a mix-up)
+is observable. The pictures look like what the web page posts: dark strokes on a white
+280x280 canvas, saved as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw, ImageFont
+
+CHARACTERS = "0123456789ABCDEFGHJKLMNPQRTUXY"
+CANVAS = 280
+
+
+def drawing_png(character: str, *, size: int = 200) -> bytes:
+    """PNG bytes of `character` written in black on a white canvas."""
+    image = Image.new("RGB", (CANVAS, CANVAS), "white")
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), character, font=font)
+    origin = ((CANVAS - (right - left)) / 2 - left, (CANVAS - (bottom - top)) / 2 - top)
+    draw.text(origin, character, fill="black", font=font, stroke_width=6, stroke_fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def drawings(count: int) -> list[tuple[str, bytes]]:
+    """`count` (character, PNG) pairs, all different characters."""
+    if not 1 <= count <= len(CHARACTERS):
+        raise ValueError(f"between 1 and {len(CHARACTERS)} drawings, got {count}")
+    return [(c, drawing_png(c)) for c in CHARACTERS[:count]]

@@ -1,0 +1,236 @@
+"""Start and stop what the benchmark measures, on free loopback ports, stopped by PID.
+
+TorchServe starts through `handlers.server` (the code `make serve` runs) in a private work
+folder, with the shipped archives of model_store/ and the default versions of
+config.properties `models=` (read at run time: the lead may ship new versions). The web app is
+`python -m webapp` (waitress) in its own process, as `make demo` runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+from handlers import ctl
+from handlers import server as ts
+from handlers.management import Management
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config.properties"
+
+
+@dataclass
+class Served:
+    """One served model: name, default version and its archive file."""
+
+    name: str
+    version: str
+    archive: str
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback right now (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((ts.LOOPBACK, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def torchserve_args(logs: Path, ports: list[int]) -> list[str]:
+    """`handlers.ctl` arguments for `start` on the given five ports (what make serve passes)."""
+    names = ("inference", "management", "metrics", "grpc-inference", "grpc-management")
+    return ["--logs", str(logs), "start", "--config", str(CONFIG)] + [
+        f"--{name}-port={port}" for name, port in zip(names, ports, strict=True)
+    ]
+
+
+def default_models() -> list[Served]:
+    """The models `make serve` loads, each at the default version it would set."""
+    props = ts.read_properties(CONFIG)
+    store = ROOT / props.get("model_store", "model_store")
+    archives = ts.archives_to_load(props, store)
+    intended = {}
+    for name, versions in json.loads(props.get("models") or "{}").items():
+        for version, settings in versions.items():
+            if settings.get("defaultVersion"):
+                intended[name] = version
+    by_name: dict[str, dict[str, str]] = {}
+    for archive, (name, version) in archives.items():
+        by_name.setdefault(name, {})[version] = archive
+    served = {}
+    for name, versions in by_name.items():
+        version = intended.get(name)
+        if version not in versions:
+            version = max(versions, key=ctl.version_key)
+        served[name] = Served(name, version, versions[version])
+    return [served[n] for n in sorted(served)]
+
+
+@contextlib.contextmanager
+def torchserve(logs: Path):
+    """TorchServe as `make serve` starts it, READY with defaults set; stopped on exit."""
+    ports = free_ports(5)
+    ctl.main(torchserve_args(logs, ports))
+    server = ts.Server.load(logs)
+    try:
+        yield server
+    finally:
+        ts.stop(server)
+
+
+def register_variant(server: ts.Server, model: Served, batch_size: int, delay_ms: int) -> str:
+    """The same archive registered again as `<name>-b<size>d<delay>` with other batching.
+
+    TorchServe's register API takes batch_size and max_batch_delay over the archive's
+    model-config.yaml, so this needs no new archive (checked: describe must agree)."""
+    management = Management(server.endpoints, timeout=120)
+    name = f"{model.name}-b{batch_size}d{delay_ms}"
+    management._call(
+        "POST",
+        "/models",
+        url=model.archive,
+        model_name=name,
+        batch_size=batch_size,
+        max_batch_delay=delay_ms,
+        initial_workers=1,
+        synchronous="true",
+    )
+    info = management.describe(name, model.version)
+    if (info["batchSize"], info["maxBatchDelay"]) != (batch_size, delay_ms):
+        raise RuntimeError(f"{name} registered with {info['batchSize']}/{info['maxBatchDelay']}")
+    server.remember_workers()
+    return name
+
+
+def torchserve_processes(server: ts.Server) -> dict[str, list[int]]:
+    """The frontend's PID and its workers' (all models: only the measured one is busy)."""
+    try:
+        workers = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        workers = []
+    return {"ts_frontend": [server.pid], "ts_workers": workers}
+
+
+def describe(server: ts.Server, name: str, version: str) -> dict:
+    info = Management(server.endpoints).describe(name, version)
+    return {"batch_size": info["batchSize"], "max_batch_delay_ms": info["maxBatchDelay"]}
+
+
+def spawn(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until GET url answers anything (the server listens), or fail with its exit status."""
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with status {process.returncode}")
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+            connection.request("GET", parts.path or "/")
+            connection.getresponse().read()
+            connection.close()
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def webapp(server: ts.Server, logs: Path, threads: int | None = None):
+    """`python -m webapp` (waitress) in front of `server`; yields its base URL and PID."""
+    port = free_ports(1)[0]
+    endpoints = server.endpoints
+    command = [sys.executable, "-m", "webapp", "--host", ts.LOOPBACK, "--port", str(port)]
+    command += ["--inference-url", endpoints.inference, "--management-url", endpoints.management]
+    if threads:
+        command += ["--threads", str(threads)]
+    process = spawn(command, logs / "webapp.log")
+    try:
+        url = f"http://{ts.LOOPBACK}:{port}"
+        wait_http(f"{url}/healthz", process)
+        yield url, process.pid
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def peer(checkpoint: Path, logs: Path):
+    """The original project's design (benchmarks/peer_baseline.py); yields its URL and PID."""
+    port = free_ports(1)[0]
+    command = [sys.executable, "-m", "benchmarks.peer_baseline", str(checkpoint)]
+    command += ["--port", str(port), "--workdir", str(logs / "peer")]
+    process = spawn(command, logs / "peer.log")
+    try:
+        url = f"http://{ts.LOOPBACK}:{port}"
+        wait_http(f"{url}/", process)
+        yield url, process.pid
+    finally:
+        stop_process(process)
+
+
+def environment_note() -> dict:
+    return {"cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
+
+
+def backend_metrics(server: ts.Server) -> dict[str, dict]:
+    """TorchServe's own counters per model: mean queue and inference time per request (ms).
+
+    `ts_queue_latency_microseconds` is the time a request waited in the frontend's queue;
+    `ts_inference_latency_microseconds` the time from dispatch to the worker until its answer
+    came back (worker protocol + handler), both summed over every request so far.
+    """
+    parts = urlsplit(server.endpoints.metrics)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    sums: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "model_name=" not in line:
+            continue
+        metric, rest = line.split("{", 1)
+        labels, value = rest.rsplit("}", 1)
+        model = labels.split('model_name="', 1)[1].split('"', 1)[0]
+        sums.setdefault(model, {})[metric] = sums.get(model, {}).get(metric, 0) + float(value)
+    result = {}
+    for model, values in sums.items():
+        count = values.get("ts_inference_requests_total", 0)
+        if count:
+            result[model] = {
+                "requests": count,
+                "queue_ms_mean": values.get("ts_queue_latency_microseconds", 0) / count / 1000,
+                "inference_ms_mean": values.get("ts_inference_latency_microseconds", 0)
+                / count
+                / 1000,
+            }
+    return result

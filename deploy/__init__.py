@@ -1,0 +1,1 @@
+"""Deployment recipes beyond `make serve`: KServe (deploy/kserve/README.md)."""

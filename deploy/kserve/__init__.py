@@ -1,0 +1,1 @@
+"""KServe: the storage layout of its TorchServe runtime (assemble.py) and its manifests."""

@@ -1,0 +1,116 @@
+"""A real TorchServe and a real web app (waitress, in its own process) on free loopback ports,
+for the bad-input and fault tests. Both are stopped by PID on the way out, even after a failure,
+and the teardown checks that nothing they started is left running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+from serving_helpers import free_ports
+
+from handlers import ctl
+from handlers import server as ts
+from handlers.management import Endpoints, Management
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_ports() -> dict[str, int]:
+    return dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
+
+
+def start_torchserve(workdir: Path, store: Path, ports: dict[str, int]) -> ts.Server:
+    """`make serve`'s code (returns once every model is READY) on the given ports."""
+    argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
+    argv += ["--model-store", str(store), "--timeout", "150"]
+    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
+    ctl.main(argv)
+    return ts.Server.load(workdir)
+
+
+def stop_torchserve(workdir: Path) -> None:
+    """Stop the TorchServe recorded in `workdir` (if any) and check its processes are gone."""
+    server = ts.Server.load(workdir)
+    if server is None:
+        return
+    server.remember_workers()
+    pids = [server.pid, *server.workers]
+    ts.stop(server)
+    assert not [p for p in pids if _our_process_alive(p)], "TorchServe processes left running"
+    assert not [p for p in server.ports.values() if ts.port_in_use(p)], "ports left open"
+
+
+def _our_process_alive(pid: int) -> bool:
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+    return ts.FRONTEND_CLASS in command or "model_service_worker" in command
+
+
+@contextlib.contextmanager
+def torchserve(workdir: Path, store: Path) -> Iterator[ts.Server]:
+    try:
+        yield start_torchserve(workdir, store, new_ports())
+    finally:
+        stop_torchserve(workdir)
+
+
+def worker_pids(endpoints: Endpoints, models: list[tuple[str, str]]) -> dict:
+    """{(name, version): [(pid, status), ...]} from the management API."""
+    management = Management(endpoints)
+    return {
+        (name, version): [
+            (w["pid"], w["status"]) for w in management.describe(name, version)["workers"]
+        ]
+        for name, version in models
+    }
+
+
+@dataclass
+class WebApp:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextlib.contextmanager
+def webapp(endpoints: Endpoints, log: Path, **environment: str) -> Iterator[WebApp]:
+    """`python -m webapp` (waitress) on a free loopback port, in front of `endpoints`;
+    `environment` sets e.g. EMNIST_CONNECT_TIMEOUT."""
+    port = free_ports(1)[0]
+    command = [sys.executable, "-m", "webapp", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--inference-url", endpoints.inference, "--management-url", endpoints.management]
+    env = {**os.environ, **environment}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    app = WebApp(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up once /healthz answers at all (200, or 503 when TorchServe is down)
+            assert app.alive(), f"the web app exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "the web app did not start within 60 s"
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{app.url}/healthz", timeout=10)
+                break
+            time.sleep(0.2)
+        yield app
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
