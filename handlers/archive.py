@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="workers per model version")
     parser.add_argument("--batch-size", type=int, default=8, help="most requests per batch")
     parser.add_argument(
-        "--max-batch-delay", type=int, default=5, help="ms to wait for a batch to fill up"
+        "--max-batch-delay", type=int, default=1, help="ms to wait for a batch to fill up"
     )
     parser.add_argument(
         "--response-timeout", type=int, default=30, help="s before a worker is deemed stuck"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import requests
-from serving_helpers import free_ports
+from serving_helpers import free_ports, serving_config
 
 from handlers import ctl
 from handlers import server as ts
@@ -30,7 +30,7 @@ def new_ports() -> dict[str, int]:
 
 def start_torchserve(workdir: Path, store: Path, ports: dict[str, int]) -> ts.Server:
     """`make serve`'s code (returns once every model is READY) on the given ports."""
-    argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
+    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
     argv += ["--model-store", str(store), "--timeout", "150"]
     argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
     ctl.main(argv)

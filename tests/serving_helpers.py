@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -69,6 +70,27 @@ TEST_MODELS = (
 )
 
 
+def serving_config(store: Path) -> Path:
+    """config.properties for a server of `store`, its `models=` line naming the lowest version
+    of each model in `store` as default (the test stores' 1.0), so that tests do not depend on
+    which versions the release marks as default. Written beside `store`."""
+    versions: dict[str, list[str]] = {}
+    for mar in sorted(store.glob("*.mar")):
+        name, _, version = mar.stem.rpartition("-")
+        versions.setdefault(name, []).append(version)
+    defaults = {
+        name: {min(found, key=lambda v: [int(p) for p in v.split(".")]): {"defaultVersion": True}}
+        for name, found in versions.items()
+    }
+    lines = [
+        f"models={json.dumps(defaults)}" if line.startswith("models=") else line
+        for line in (ROOT / "config.properties").read_text().splitlines()
+    ]
+    config = store.parent / f"{store.name}.config.properties"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
 def build_test_store(tmp: Path, *archive_args: str) -> Path:
     """Archive TEST_MODELS from small checkpoints into tmp/model_store (no post-build check:
     test_archive.py covers it)."""
@@ -127,7 +149,7 @@ def torchserve_running(workdir: Path, store: Path, *, config: Path | None = None
     """`make serve`'s code on free loopback ports in `workdir`, READY; stopped by PID on exit,
     which must leave no port open and no process running."""
     ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
-    argv = ["--logs", str(workdir), "start", "--config", str(config or ROOT / "config.properties")]
+    argv = ["--logs", str(workdir), "start", "--config", str(config or serving_config(store))]
     argv += ["--model-store", str(store), "--timeout", "150"]
     argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
     try:

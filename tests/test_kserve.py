@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
-import dataclasses
 import json
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -26,32 +21,28 @@ import psutil
 import pytest
 import requests
 import yaml
-from serving_helpers import blank_png, drawing_png, free_ports, needs_java, truncated_png
+from kserve_servers import (
+    ROOT,
+    assemble,
+    end_to_end,
+    pinned_versions,
+    post,
+    running,
+    same_answer,
+    snapshot_of,
+    v1_body,
+)
+from serving_helpers import blank_png, drawing_png, truncated_png
 
 from handlers import server as ts
 from handlers.management import Management
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "kserve" / "config.properties"
 IMAGES = {"T": drawing_png("T"), "L": drawing_png("L"), "blank": blank_png()}
 # Keys the tests may change in the pod config: where TorchServe listens, where the store is.
 ADDRESSES = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
 REWRITTEN = {f"{name}_address" for name in ADDRESSES} | {"grpc_inference_port", "model_store"}
 REWRITTEN |= {"grpc_management_port", "workflow_store"}
-
-
-def end_to_end(test):
-    """Starts real TorchServes: marked `torchserve` and `slow`, skipped without Java 17."""
-    return pytest.mark.torchserve(pytest.mark.slow(needs_java(test)))
-
-
-def assemble(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m deploy.kserve.assemble ...`, the command the README gives."""
-    command = [sys.executable, "-m", "deploy.kserve.assemble", *map(str, args)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def fake_archive(store: Path, name: str, version: str) -> Path:
@@ -63,10 +54,6 @@ def fake_archive(store: Path, name: str, version: str) -> Path:
         z.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
         z.writestr("weights", f"{name} {version}")
     return path
-
-
-def snapshot_of(layout: Path) -> dict:
-    return json.loads(ts.read_properties(layout / "config" / "config.properties")["model_snapshot"])
 
 
 @pytest.fixture
@@ -180,87 +167,19 @@ def layout(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pinned(layout) -> dict[str, str]:
-    return {name: next(iter(v)) for name, v in snapshot_of(layout)["models"].items()}
+    return pinned_versions(layout)
 
 
 @pytest.fixture(scope="module")
-def servers(layout, pinned, tmp_path_factory):
+def servers(layout, tmp_path_factory):
     """{"plain", "v1", "v2"}: TorchServe started by handlers.server, stopped by PID."""
-    kinds = {"plain": None, "v1": "kserve", "v2": "kservev2"}
-    port_sets = iter(free_ports(5 * len(kinds)))
-    started: dict[str, ts.Server] = {}
-    try:
-        for kind, envelope in kinds.items():
-            ports = ts.Ports(*(next(port_sets) for _ in range(5)))
-            config = ROOT / "config.properties"
-            if envelope:
-                # In the pod inference and management share one address (8085): keep that.
-                ports = dataclasses.replace(ports, management=ports.inference)
-                config = layout / "config" / "config.properties"
-            with pytest.MonkeyPatch.context() as env:
-                # What the kserve-torchserve runtime sets from protocolVersion.
-                if envelope:
-                    env.setenv("TS_SERVICE_ENVELOPE", envelope)
-                else:
-                    env.delenv("TS_SERVICE_ENVELOPE", raising=False)
-                workdir = tmp_path_factory.mktemp(f"ts-{kind}")
-                started[kind] = ts.start(config, workdir, layout / "model-store", ports, False)
-        for server in started.values():  # started together, waited for together: faster
-            wait_until_ready(server, pinned)
+    with running(("plain", "v1", "v2"), layout, tmp_path_factory) as started:
         yield started
-    finally:
-        pids, ports = [], []
-        for server in started.values():
-            server.remember_workers()
-            pids += [server.pid, *server.workers]
-            ports += server.ports.values()
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # seconds each: in parallel
-            list(pool.map(ts.stop, started.values()))
-        open_ports = sorted({p for p in ports if ts.port_in_use(p)})
-        running = [p for p in pids if psutil.pid_exists(p)]
-        assert not open_ports and not running, f"left open: {open_ports}, running: {running}"
-
-
-def wait_until_ready(server: ts.Server, names, timeout: float = 180) -> None:
-    """The wrapper's readiness check (TorchserveModel.load): GET /models/<name> on the
-    management address until its default version has a READY worker. (With inference and
-    management on one port, TorchServe routes GET /models/<name>/<version> to the inference API,
-    so Management.wait_ready, which asks per version, cannot be used here.)"""
-    deadline = time.monotonic() + timeout
-    pending = set(names)
-    while pending:
-        assert server.alive(), "TorchServe exited:\n" + ts.log_tail(server.workdir)
-        for name in sorted(pending):
-            url = f"{server.endpoints.management}/models/{name}?customized=false"
-            with contextlib.suppress(requests.RequestException, ValueError, LookupError):
-                workers = requests.get(url, timeout=5).json()[0]["workers"]
-                if any(w["status"] == "READY" for w in workers):
-                    pending.discard(name)
-        assert time.monotonic() < deadline, f"not READY after {timeout:.0f} s: {sorted(pending)}"
-        time.sleep(0.5 if pending else 0)
-
-
-def post(server: ts.Server, path: str, **kwargs) -> requests.Response:
-    return requests.post(f"{server.endpoints.inference}/{path}", timeout=60, **kwargs)
-
-
-def v1_body(png: bytes, **extra) -> dict:
-    return {"instances": [{"data": base64.b64encode(png).decode(), **extra}]}
 
 
 def v2_body(png: bytes, request_id: str) -> dict:
     tensor = {"name": "image", "shape": [1], "datatype": "BYTES"}
     return {"id": request_id, "inputs": [{**tensor, "data": [base64.b64encode(png).decode()]}]}
-
-
-def same_answer(answer: dict, plain: dict, topk: int | None = None) -> None:
-    for key in ("model", "version", "empty"):
-        assert answer[key] == plain[key], key
-    expected = plain["predictions"][:topk]
-    assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in expected]
-    assert [p["probability"] for p in answer["predictions"]] == pytest.approx(
-        [p["probability"] for p in expected], abs=2e-6
-    )
 
 
 @end_to_end

@@ -29,6 +29,7 @@ from serving_helpers import (
     build_test_store,
     drawing_png,
     needs_java,
+    serving_config,
     torchserve_running,
     webapp_running,
 )
@@ -170,7 +171,7 @@ def deployment(tmp_path_factory):
     """TorchServe serving emnist-cnn 1.0 only (2.0 waits in the store) and the web app."""
     tmp = tmp_path_factory.mktemp("load")
     store = build_test_store(tmp)
-    template = (ROOT / "config.properties").read_text()
+    template = serving_config(store).read_text()
     assert "\nload_models=ALL\n" in template
     config = tmp / "config.properties"
     config.write_text(template.replace("\nload_models=ALL\n", f"\nload_models={MODEL}-{OLD}.mar\n"))

@@ -25,6 +25,7 @@ from serving_helpers import (
     drawing_png,
     free_ports,
     needs_java,
+    serving_config,
     truncated_png,
 )
 
@@ -37,7 +38,6 @@ from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.inference import images_to_tensor, predict_logits
 from training.preprocessing import preprocess
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
     pytest.mark.torchserve,
     pytest.mark.slow,
@@ -58,7 +58,7 @@ def store(tmp_path_factory) -> Path:
 def torchserve(workdir: Path, store: Path, *, token_auth: bool = False):
     """`make serve` on free ports in `workdir`; always stopped by PID on the way out."""
     ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
-    argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
+    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
     argv += ["--model-store", str(store), "--timeout", "150"]
     argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
     try:

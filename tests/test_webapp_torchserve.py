@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import psutil
 import pytest
-from serving_helpers import LABELS, blank_png, build_test_store, drawing_png, free_ports, needs_java
+from serving_helpers import (
+    LABELS,
+    blank_png,
+    build_test_store,
+    drawing_png,
+    free_ports,
+    needs_java,
+    serving_config,
+)
 
 from handlers import ctl
 from handlers import server as ts
 from webapp import create_app
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
     pytest.mark.torchserve,
     pytest.mark.slow,
@@ -31,7 +37,7 @@ def served(tmp_path_factory):
     store = build_test_store(tmp)
     ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
     workdir = tmp / "logs"
-    argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
+    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
     argv += ["--model-store", str(store), "--timeout", "150"]
     argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
     try:

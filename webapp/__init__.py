@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from handlers import responses
+from webapp.kserve_client import PROTOCOLS, KServeV1Client
 from webapp.torchserve_client import TorchServeClient
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -27,6 +28,9 @@ ENVIRONMENT = {
     "DEFAULT_MODEL": "EMNIST_DEFAULT_MODEL",
     "CONNECT_TIMEOUT": "EMNIST_CONNECT_TIMEOUT",
     "READ_TIMEOUT": "EMNIST_READ_TIMEOUT",
+    "INFERENCE_PROTOCOL": "EMNIST_INFERENCE_PROTOCOL",
+    "MODELS": "EMNIST_MODELS",
+    "INFERENCE_HOST_HEADER": "EMNIST_INFERENCE_HOST_HEADER",
 }
 
 CSP = (
@@ -41,6 +45,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         INFERENCE_URL="http://127.0.0.1:8080",
         MANAGEMENT_URL="http://127.0.0.1:8081",
+        # "torchserve" (its own APIs) or "kserve-v1" (a KServe endpoint: deploy/kserve/README.md)
+        INFERENCE_PROTOCOL="torchserve",
+        MODELS="",  # kserve-v1: model names, when the endpoint does not list them itself
+        INFERENCE_HOST_HEADER=None,  # kserve-v1 through an ingress IP: the service's host
         TOKEN=None,  # one bearer key for both APIs
         TOKEN_FILE=None,  # or TorchServe's key_file.json (inference and management keys)
         DEFAULT_MODEL="emnist-cnn",
@@ -61,14 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
 
-    app.extensions["torchserve"] = TorchServeClient(
-        app.config["INFERENCE_URL"],
-        app.config["MANAGEMENT_URL"],
-        connect_timeout=float(app.config["CONNECT_TIMEOUT"]),
-        read_timeout=float(app.config["READ_TIMEOUT"]),
-        token=app.config["TOKEN"],
-        token_file=app.config["TOKEN_FILE"],
-    )
+    app.extensions["torchserve"] = _inference_client(app.config)
 
     from webapp import api, pages
 
@@ -77,6 +78,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
+
+
+def _inference_client(config) -> TorchServeClient:
+    protocol = config["INFERENCE_PROTOCOL"]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown inference protocol {protocol!r}: use one of {PROTOCOLS}")
+    common = {
+        "connect_timeout": float(config["CONNECT_TIMEOUT"]),
+        "read_timeout": float(config["READ_TIMEOUT"]),
+        "token": config["TOKEN"],
+        "token_file": config["TOKEN_FILE"],
+    }
+    if protocol == "kserve-v1":
+        models = config["MODELS"]
+        return KServeV1Client(
+            config["INFERENCE_URL"],
+            models=models.split(",") if isinstance(models, str) else models,
+            host_header=config["INFERENCE_HOST_HEADER"],
+            **common,
+        )
+    return TorchServeClient(config["INFERENCE_URL"], config["MANAGEMENT_URL"], **common)
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -2,9 +2,11 @@
 
     python -m webapp [--host 127.0.0.1] [--port 5000] [--inference-url http://127.0.0.1:8080]
                      [--management-url http://127.0.0.1:8081] [--token-file logs/key_file.json]
+                     [--inference-protocol kserve-v1 --models emnist-cnn,emnist-rcnn]
 
 Flags override the environment (EMNIST_WEB_HOST, EMNIST_WEB_PORT, EMNIST_INFERENCE_URL,
-EMNIST_MANAGEMENT_URL, EMNIST_TOKEN_FILE), which overrides the defaults.
+EMNIST_MANAGEMENT_URL, EMNIST_TOKEN_FILE, EMNIST_INFERENCE_PROTOCOL, EMNIST_MODELS,
+EMNIST_INFERENCE_HOST_HEADER), which overrides the defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import waitress
 
 from webapp import create_app
+from webapp.kserve_client import PROTOCOLS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +41,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("EMNIST_TOKEN_FILE"),
         help="TorchServe's key_file.json, when it runs with token authorization",
     )
+    parser.add_argument(
+        "--inference-protocol",
+        choices=PROTOCOLS,
+        default=env("EMNIST_INFERENCE_PROTOCOL", "torchserve"),
+        help="kserve-v1: --inference-url is a KServe endpoint (no management URL used)",
+    )
+    parser.add_argument(
+        "--models",
+        default=env("EMNIST_MODELS", ""),
+        help="kserve-v1: comma-separated model names, for an endpoint without GET /v1/models",
+    )
+    parser.add_argument(
+        "--inference-host-header",
+        default=env("EMNIST_INFERENCE_HOST_HEADER"),
+        help="kserve-v1 through an ingress IP: the InferenceService's host name",
+    )
     parser.add_argument("--threads", type=int, default=8, help="waitress worker threads")
     return parser.parse_args(argv)
 
@@ -50,11 +69,15 @@ def main(argv: list[str] | None = None) -> None:
             "INFERENCE_URL": args.inference_url,
             "MANAGEMENT_URL": args.management_url,
             "TOKEN_FILE": args.token_file,
+            "INFERENCE_PROTOCOL": args.inference_protocol,
+            "MODELS": args.models,
+            "INFERENCE_HOST_HEADER": args.inference_host_header,
         }
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.warning("listening on %s: reachable from other machines", args.host)
-    print(f"web app on http://{args.host}:{args.port} (TorchServe at {args.inference_url})")
+    served_by = "KServe v1" if args.inference_protocol == "kserve-v1" else "TorchServe"
+    print(f"web app on http://{args.host}:{args.port} ({served_by} at {args.inference_url})")
     # waitress reads a whole body (up to 1 GB by default) before the app can refuse it: cut
     # far larger ones off at the socket (413); those just over the limit get the app's JSON 400.
     body_limit = 2 * app.config["MAX_CONTENT_LENGTH"]

@@ -41,6 +41,9 @@ class Prediction:
 
 
 class TorchServeClient:
+    # How messages name the server; the KServe client says "the KServe endpoint".
+    SERVER = "TorchServe"
+
     def __init__(
         self,
         inference_url: str,
@@ -118,7 +121,7 @@ class TorchServeClient:
             raise self._unreachable(url) from err
         except requests.Timeout as err:
             raise TorchServeError(
-                504, f"TorchServe did not answer within {self.timeout[1]:g} s: try again"
+                504, f"{self.SERVER} did not answer within {self.timeout[1]:g} s: try again"
             ) from err
         except requests.RequestException as err:
             raise self._unreachable(url) from err
@@ -139,10 +142,9 @@ class TorchServeClient:
             body = {"message": response.text[:300]}
         if response.ok:
             return body
-        message = body.get("message") if isinstance(body, dict) else None
-        message = str(message or f"TorchServe answered {response.status_code}")
+        message = str(self._error_message(body) or f"{self.SERVER} answered {response.status_code}")
         if response.status_code == 503:
-            raise TorchServeError(503, f"TorchServe is busy: {message}", RETRY_AFTER_S)
+            raise TorchServeError(503, f"{self.SERVER} is busy: {message}", RETRY_AFTER_S)
         if response.status_code == 507:
             # TorchServe's "Worker died.": the model's worker crashed on a request in flight
             # and TorchServe is restarting it; the same request succeeds once it is back.
@@ -153,7 +155,10 @@ class TorchServeClient:
             raise TorchServeError(502, "TorchServe refused the app's API key: check --token-file")
         if 400 <= response.status_code < 500:
             raise TorchServeError(400, message)
-        raise TorchServeError(502, f"TorchServe failed: {message}")
+        raise TorchServeError(502, f"{self.SERVER} failed: {message}")
+
+    def _error_message(self, body: Any) -> Any:
+        return body.get("message") if isinstance(body, dict) else None
 
     def _auth(self, kind: str) -> dict[str, str]:
         key = self.token
