@@ -12,12 +12,15 @@ Digits: the 47-class model restricted to its ten digit outputs, on the mnist-spl
 minus the images whose pixels equal an image of the emnist47 training pool (the pool was not
 built to exclude them), so no model is scored on an image it was trained on.
 
-Writes docs/study.json, docs/study.md (the tables) and docs/study_learning_curves.png.
+Also the validation top-1 of every ensemble (mean log-probabilities) of two or more of the
+models: whether combining them would pay. Writes docs/study.json, docs/study.md (the tables)
+and docs/study_learning_curves.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -38,6 +41,27 @@ from training.plots import save_figure
 from training.protocol import PROJECT_ROOT, load_protocol, pixel_digests
 
 DIGITS = [str(d) for d in range(10)]
+# Characters that bymerge's writers draw alike: the pairs that dominate every model's errors.
+LOOK_ALIKES = ("0O", "1IL", "fF", "5S", "9gq", "2Z")
+
+
+def look_alike_figures(confusion_file: Path) -> dict[str, float]:
+    """Top-1 when a look-alike answer counts as right, and the share of errors they make up."""
+    saved = json.loads(confusion_file.read_text())
+    matrix = np.array(saved["matrix"])
+    group = {name: i for i, name in enumerate(saved["class_names"])}
+    for k, chars in enumerate(LOOK_ALIKES):
+        for char in chars:
+            if char in group:
+                group[char] = -1 - k
+    groups = np.array([group[name] for name in saved["class_names"]])
+    same_group = groups[:, None] == groups[None, :]
+    merged_right = matrix[same_group].sum()
+    errors = matrix.sum() - np.trace(matrix)
+    return {
+        "look_alike_merged_top1": float(merged_right / matrix.sum()),
+        "look_alike_error_share": float((merged_right - np.trace(matrix)) / max(errors, 1)),
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,10 +115,26 @@ def describe(label: str, path: Path) -> tuple[dict, torch.nn.Module]:
         "test_top1": tested["top1"],
         "test_top3": tested["top3"],
         "most_confused": tested["most_confused"][:8],
+        **look_alike_figures(metrics_file.parent / "confusion.json"),
         "history": ckpt.get("history") or [],
         "class_names": ckpt["class_names"],
     }
     return row, model
+
+
+def ensemble_validation(rows: list[dict], models: list[torch.nn.Module]) -> list[dict]:
+    """Validation top-1 of every ensemble of 2 or more models (mean of log-probabilities)."""
+    bundle = load_protocol("emnist47")
+    inputs = images_to_tensor(bundle.val_images, torch.device("cpu"))
+    labels = torch.from_numpy(bundle.val_labels).long()
+    log_probs = [predict_logits(m, inputs, batch_size=1024).log_softmax(1) for m in models]
+    ensembles = []
+    for size in range(2, len(models) + 1):
+        for members in itertools.combinations(range(len(models)), size):
+            mean = sum(log_probs[i] for i in members) / size
+            top1 = (mean.argmax(1) == labels).float().mean().item()
+            ensembles.append({"members": [rows[i]["label"] for i in members], "val_top1": top1})
+    return ensembles
 
 
 def measure_latency(models: list[torch.nn.Module], rounds: int) -> list[dict]:
@@ -132,8 +172,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -> str:
     lines = [
         "| model | arch | params | MACs/image | epochs (selected) | training | val top-1 "
-        "| bymerge top-1 | top-3 | digits | batch 1 | batch 64 |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| bymerge top-1 | top-3 | look-alikes merged | digits | batch 1 | batch 64 |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         minutes = "?" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min"
@@ -142,6 +182,8 @@ def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -
             f"| {r['multiply_adds'] / 1e6:.1f} M | {r['epochs_run']} ({r['selected_epoch']}) "
             f"| {minutes}, {r['hardware']} | {100 * r['val_top1']:.2f}% "
             f"| {100 * r['test_top1']:.2f}% | {100 * r['test_top3']:.2f}% "
+            f"| {100 * r['look_alike_merged_top1']:.2f}% "
+            f"({100 * r['look_alike_error_share']:.0f}%) "
             f"| {100 * r['digits']:.2f}% | {r['batch1_ms']:.2f} ms "
             f"| {r['batch64_ms']:.1f} ms ({r['batch64_images_per_second']:,.0f}/s) |"
         )
@@ -150,7 +192,10 @@ def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -
         f"bymerge: the complete official test set ({rows[0]['test_images']:,} images). digits: "
         f"the ten digit outputs on the mnist-split test set minus {removed:,} images that are "
         f"also in the emnist47 training pool ({digits_images:,} images). Latency: in-process "
-        f"forward pass, CPU, {threads} torch threads, channels-last, median over rounds.",
+        f"forward pass, CPU, {threads} torch threads, channels-last, median over rounds. "
+        f"Look-alikes merged: top-1 when an answer in the same group of "
+        f"{' '.join(LOOK_ALIKES)} counts as right (in brackets: the share of all errors those "
+        f"groups make up).",
         "",
         "Most confused pairs on bymerge (true -> predicted: count):",
         "",
@@ -175,13 +220,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row, model in zip(rows, models, strict=True):
         row["digits"] = digits_accuracy(model, row["class_names"], images, labels)
         print(f"{row['label']}: digits {100 * row['digits']:.2f}%")
+    ensembles = ensemble_validation(rows, models)
     for row, timing in zip(rows, measure_latency(models, args.rounds), strict=True):
         row.update(timing)
     plot_curves(rows, args.out / "study_learning_curves.png")
     for row in rows:
         del row["class_names"]
-    atomic_write_json(args.out / "study.json", {"threads": threads, "runs": rows})
+    atomic_write_json(
+        args.out / "study.json", {"threads": threads, "runs": rows, "ensembles": ensembles}
+    )
     table = markdown(rows, removed, len(labels), threads)
+    best = max(ensembles, key=lambda e: e["val_top1"], default=None)
+    if best is not None:
+        worst = min(e["val_top1"] for e in ensembles)
+        table += (
+            f"\nEnsembles (mean log-probabilities) of 2 to {len(models)} of these models, "
+            f"validation top-1: {100 * worst:.2f}% to {100 * best['val_top1']:.2f}% "
+            f"(best: {' + '.join(best['members'])}); best single model: "
+            f"{100 * max(r['val_top1'] for r in rows):.2f}%.\n"
+        )
     atomic_write(args.out / "study.md", table.encode())
     print(table)
     return rows

@@ -13,56 +13,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import requests
-from serving_helpers import free_ports, serving_config
+from serving_helpers import free_ports, torchserve_running
 
-from handlers import ctl
 from handlers import server as ts
 from handlers.management import Endpoints, Management
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_ports() -> dict[str, int]:
-    return dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
-
-
-def start_torchserve(workdir: Path, store: Path, ports: dict[str, int]) -> ts.Server:
-    """`make serve`'s code (returns once every model is READY) on the given ports."""
-    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
-    argv += ["--model-store", str(store), "--timeout", "150"]
-    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
-    ctl.main(argv)
-    return ts.Server.load(workdir)
-
-
-def stop_torchserve(workdir: Path) -> None:
-    """Stop the TorchServe recorded in `workdir` (if any) and check its processes are gone."""
-    server = ts.Server.load(workdir)
-    if server is None:
-        return
-    server.remember_workers()
-    pids = [server.pid, *server.workers]
-    ts.stop(server)
-    assert not [p for p in pids if _our_process_alive(p)], "TorchServe processes left running"
-    assert not [p for p in server.ports.values() if ts.port_in_use(p)], "ports left open"
-
-
-def _our_process_alive(pid: int) -> bool:
-    try:
-        command = " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return False
-    return ts.FRONTEND_CLASS in command or "model_service_worker" in command
-
-
 @contextlib.contextmanager
 def torchserve(workdir: Path, store: Path) -> Iterator[ts.Server]:
-    try:
-        yield start_torchserve(workdir, store, new_ports())
-    finally:
-        stop_torchserve(workdir)
+    with torchserve_running(workdir, store) as server:
+        yield server
 
 
 def worker_pids(endpoints: Endpoints, models: list[tuple[str, str]]) -> dict:

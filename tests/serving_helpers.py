@@ -144,25 +144,58 @@ def read_member(mar: Path, name: str) -> bytes:
         return z.read(name)
 
 
-@contextlib.contextmanager
-def torchserve_running(workdir: Path, store: Path, *, config: Path | None = None, token_auth=False):
-    """`make serve`'s code on free loopback ports in `workdir`, READY; stopped by PID on exit,
-    which must leave no port open and no process running."""
-    ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
+def new_ports() -> dict[str, int]:
+    return dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
+
+
+def start_torchserve(
+    workdir: Path,
+    store: Path,
+    ports: dict[str, int] | None = None,
+    *,
+    config: Path | None = None,
+    token_auth: bool = False,
+) -> ts.Server:
+    """`make serve`'s code on loopback ports (free ones unless given), logs in `workdir`;
+    returns once every model is READY. The config defaults to `serving_config(store)`."""
+    ports = ports or new_ports()
     argv = ["--logs", str(workdir), "start", "--config", str(config or serving_config(store))]
     argv += ["--model-store", str(store), "--timeout", "150"]
     argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
+    ctl.main(argv + (["--token-auth"] if token_auth else []))
+    return ts.Server.load(workdir)
+
+
+def stop_torchserve(workdir: Path) -> None:
+    """Stop the TorchServe recorded in `workdir` (if any, by PID) and check that none of its
+    processes is left running and none of its ports open."""
+    server = ts.Server.load(workdir)
+    if server is None:
+        return
+    server.remember_workers()
+    pids = [server.pid, *server.workers]
+    ts.stop(server)
+    assert not [p for p in pids if _torchserve_process_alive(p)], "processes left running"
+    assert not [p for p in server.ports.values() if ts.port_in_use(p)], "ports left open"
+
+
+def _torchserve_process_alive(pid: int) -> bool:
+    # By command line, not PID alone: the system may already have reused a PID.
     try:
-        ctl.main(argv + (["--token-auth"] if token_auth else []))
-        yield ts.Server.load(workdir)
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+    return ts.FRONTEND_CLASS in command or "model_service_worker" in command
+
+
+@contextlib.contextmanager
+def torchserve_running(workdir: Path, store: Path, **options):
+    """`start_torchserve` (same options) for the `with` block, then `stop_torchserve`, even
+    after a failure."""
+    try:
+        yield start_torchserve(workdir, store, **options)
     finally:
-        server = ts.Server.load(workdir)
-        if server is not None:
-            server.remember_workers()
-            pids = [server.pid, *server.workers]
-            ts.stop(server)
-            assert not [p for p in ports.values() if ts.port_in_use(p)], "ports left open"
-            assert not [p for p in pids if psutil.pid_exists(p)], "processes left running"
+        stop_torchserve(workdir)
 
 
 @contextlib.contextmanager

@@ -14,11 +14,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from packaging.version import Version
 from PIL import Image
-from serving_helpers import free_ports, needs_java
+from serving_helpers import needs_java, torchserve_running
 
 from training.drawing_eval import evaluate, load_released, preprocess_drawings, top3_names
 from training.stroke_drawings import (
@@ -101,22 +100,15 @@ def test_released_cnn_reads_drawings_it_never_saw(drawings):
 @needs_java
 def test_web_app_and_torchserve_answer_as_the_benchmark_does(tmp_path, drawings):
     """A few drawings through the real web app and a TorchServe serving model_store/ itself."""
-    from handlers import ctl
-    from handlers import server as ts
     from webapp import create_app
 
     archive = latest_cnn_archive()
     version = archive.stem.removeprefix("emnist-cnn-")
     sample = drawings[::31]  # 10 drawings, spread over the characters
     expected = top3_names(released := load_released(archive), preprocess_drawings(released, sample))
-    ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
-    workdir = tmp_path / "logs"
-    argv = ["--logs", str(workdir), "start", "--config", str(ROOT / "config.properties")]
-    argv += ["--model-store", str(MODEL_STORE), "--timeout", "150"]
-    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
-    try:
-        ctl.main(argv)
-        endpoints = ts.Server.load(workdir).endpoints
+    config = ROOT / "config.properties"  # model_store/ itself, with its release defaults
+    with torchserve_running(tmp_path / "logs", MODEL_STORE, config=config) as server:
+        endpoints = server.endpoints
         app = create_app(
             {"INFERENCE_URL": endpoints.inference, "MANAGEMENT_URL": endpoints.management}
         )
@@ -129,13 +121,5 @@ def test_web_app_and_torchserve_answer_as_the_benchmark_does(tmp_path, drawings)
             )
             assert response.status_code == 200, response.json
             assert [p["label"] for p in response.json["predictions"]] == labels, drawing.char
-    finally:
-        server = ts.Server.load(workdir)
-        if server is not None:
-            server.remember_workers()
-            pids = [server.pid, *server.workers]
-            ts.stop(server)
-            assert not [p for p in pids if psutil.pid_exists(p)], "processes left running"
-        assert not [p for p in ports.values() if ts.port_in_use(p)], "ports left open"
     # The served answers equal these, so most of them must also name the drawn class.
     assert sum(top[0] == d.label for d, top in zip(sample, expected, strict=True)) >= 6

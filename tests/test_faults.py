@@ -17,8 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from live_services import new_ports, start_torchserve, stop_torchserve, webapp, worker_pids
-from serving_helpers import drawing_png, needs_java, write_checkpoint
+from live_services import webapp, worker_pids
+from serving_helpers import (
+    drawing_png,
+    needs_java,
+    new_ports,
+    start_torchserve,
+    stop_torchserve,
+    write_checkpoint,
+)
 
 from handlers import archive
 from handlers import server as ts

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
 import shutil
 from pathlib import Path
 
@@ -23,14 +22,12 @@ from serving_helpers import (
     blank_png,
     build_test_store,
     drawing_png,
-    free_ports,
     needs_java,
-    serving_config,
+    torchserve_running,
     truncated_png,
 )
 
 from handlers import archive, ctl
-from handlers import server as ts
 from handlers.management import Management, ManagementError
 from training import train
 from training.canvas_like import render, to_png
@@ -54,29 +51,9 @@ def store(tmp_path_factory) -> Path:
     return build_test_store(tmp_path_factory.mktemp("archives"), "--max-batch-delay", "50")
 
 
-@contextlib.contextmanager
-def torchserve(workdir: Path, store: Path, *, token_auth: bool = False):
-    """`make serve` on free ports in `workdir`; always stopped by PID on the way out."""
-    ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
-    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
-    argv += ["--model-store", str(store), "--timeout", "150"]
-    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
-    try:
-        ctl.main(argv + (["--token-auth"] if token_auth else []))
-        yield ts.Server.load(workdir)
-    finally:
-        server = ts.Server.load(workdir)
-        if server is not None:
-            server.remember_workers()
-            pids = [server.pid, *server.workers]
-            ts.stop(server)
-            assert not [p for p in ports.values() if ts.port_in_use(p)], "ports left open"
-            assert not [p for p in pids if psutil.pid_exists(p)], "processes left running"
-
-
 @pytest.fixture(scope="module")
 def served(store, tmp_path_factory):
-    with torchserve(tmp_path_factory.mktemp("torchserve"), store) as server:
+    with torchserve_running(tmp_path_factory.mktemp("torchserve"), store) as server:
         yield server
 
 
@@ -216,7 +193,7 @@ def test_token_mode_needs_the_keys(store, tmp_path, capsys):
     single = tmp_path / "model_store"
     single.mkdir()
     shutil.copy(store / "emnist-cnn-1.0.mar", single)
-    with torchserve(tmp_path / "logs", single, token_auth=True) as server:
+    with torchserve_running(tmp_path / "logs", single, token_auth=True) as server:
         url = f"{server.endpoints.inference}/predictions/emnist-cnn"
         inference, management = (
             server.endpoints.key("inference"),

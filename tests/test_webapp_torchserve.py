@@ -6,19 +6,17 @@ from __future__ import annotations
 import base64
 import io
 
-import psutil
 import pytest
 from serving_helpers import (
     LABELS,
     blank_png,
     build_test_store,
     drawing_png,
-    free_ports,
     needs_java,
-    serving_config,
+    start_torchserve,
+    stop_torchserve,
 )
 
-from handlers import ctl
 from handlers import server as ts
 from webapp import create_app
 
@@ -35,22 +33,11 @@ def served(tmp_path_factory):
     """emnist-cnn 1.0 and 2.0, emnist-rcnn 1.0 behind `make serve`'s code; stopped by PID."""
     tmp = tmp_path_factory.mktemp("webapp-ts")
     store = build_test_store(tmp)
-    ports = dict(zip(ts.Ports.__dataclass_fields__, free_ports(5), strict=True))
     workdir = tmp / "logs"
-    argv = ["--logs", str(workdir), "start", "--config", str(serving_config(store))]
-    argv += ["--model-store", str(store), "--timeout", "150"]
-    argv += [f"--{field.replace('_', '-')}-port={port}" for field, port in ports.items()]
     try:
-        ctl.main(argv)
-        yield ts.Server.load(workdir)
+        yield start_torchserve(workdir, store)
     finally:
-        server = ts.Server.load(workdir)  # None once a test has stopped it
-        if server is not None:
-            server.remember_workers()
-            pids = [server.pid, *server.workers]
-            ts.stop(server)
-            assert not [p for p in pids if psutil.pid_exists(p)], "processes left running"
-        assert not [p for p in ports.values() if ts.port_in_use(p)], "ports left open"
+        stop_torchserve(workdir)  # a no-op if a test has stopped it
 
 
 @pytest.fixture(scope="module")
