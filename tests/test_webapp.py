@@ -104,7 +104,7 @@ def test_predict_multipart_returns_predictions_preview_and_latency(client):
     assert [p["label"] for p in body["predictions"]] == ["L", "I", "1"]
     assert body["preview"].startswith("data:image/png;base64,")
     preview = Image.open(io.BytesIO(base64.b64decode(body["preview"].split(",", 1)[1])))
-    assert preview.size == (224, 224)
+    assert preview.size == (28, 28)
     assert body["latency_ms"] >= 0
     sent = FakeTorchServe.seen[-1]
     # The original bytes go through; topk as a header (TorchServe drops query strings).

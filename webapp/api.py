@@ -164,7 +164,10 @@ def read_drawing(on_valid: Callable[[bytes, str, dict[str, Any]], None] | None =
         prepared = preprocess(image)
     except InvalidImageError as err:
         raise RequestError(str(err)) from err
-    preview = "data:image/png;base64," + base64.b64encode(preview_png(prepared.pixels)).decode()
+    # 28x28 as is: the page enlarges it with `image-rendering: pixelated`, and encoding the
+    # small PNG costs a quarter of an 8x one.
+    png = preview_png(prepared.pixels, scale=1)
+    preview = "data:image/png;base64," + base64.b64encode(png).decode()
     return Drawing(data, content_type, preview, prepared.empty, params)
 
 
