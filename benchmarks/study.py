@@ -13,8 +13,8 @@ minus the images whose pixels equal an image of the emnist47 training pool (the 
 built to exclude them), so no model is scored on an image it was trained on.
 
 Also the validation top-1 of every ensemble (mean log-probabilities) of two or more of the
-models: whether combining them would pay. Writes docs/study.json, docs/study.md (the tables)
-and docs/study_learning_curves.png.
+models: whether combining them would pay. Writes docs/study.json, docs/study.md (the tables),
+docs/study_learning_curves.png and docs/study_confusion_pairs.png.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def describe(label: str, path: Path) -> tuple[dict, torch.nn.Module]:
         "test_images": tested["images"],
         "test_top1": tested["top1"],
         "test_top3": tested["top3"],
-        "most_confused": tested["most_confused"][:8],
+        "most_confused": tested["most_confused"],
         **look_alike_figures(metrics_file.parent / "confusion.json"),
         "history": ckpt.get("history") or [],
         "class_names": ckpt["class_names"],
@@ -169,6 +169,29 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_confusion_pairs(rows: list[dict], path: Path, top: int = 8) -> None:
+    """The pairs that dominate the errors: counts of the first model's top pairs, per model."""
+    pairs = [(p["true"], p["predicted"]) for p in rows[0]["most_confused"][:top]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        counts = {(p["true"], p["predicted"]): p["count"] for p in row["most_confused"]}
+        ax.bar(
+            [k + i * width for k in range(len(pairs))],
+            [counts.get(pair, 0) for pair in pairs],
+            width,
+            label=row["label"],
+        )
+    ax.set_xticks(
+        [k + 0.4 - width / 2 for k in range(len(pairs))], [f"{t} -> {p}" for t, p in pairs]
+    )
+    ax.set_ylabel(f"test images (of {rows[0]['test_images']:,})")
+    ax.set_title("Most confused pairs on the bymerge test set (true -> predicted)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -> str:
     lines = [
         "| model | arch | params | MACs/image | epochs (selected) | training | val top-1 "
@@ -202,7 +225,7 @@ def markdown(rows: list[dict], removed: int, digits_images: int, threads: int) -
     ]
     for r in rows:
         pairs = ", ".join(
-            f"{p['true']}->{p['predicted']}: {p['count']}" for p in r["most_confused"]
+            f"{p['true']}->{p['predicted']}: {p['count']}" for p in r["most_confused"][:8]
         )
         lines.append(f"- {r['label']}: {pairs}")
     return "\n".join(lines) + "\n"
@@ -224,6 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row, timing in zip(rows, measure_latency(models, args.rounds), strict=True):
         row.update(timing)
     plot_curves(rows, args.out / "study_learning_curves.png")
+    plot_confusion_pairs(rows, args.out / "study_confusion_pairs.png")
     for row in rows:
         del row["class_names"]
     atomic_write_json(
