@@ -5,6 +5,7 @@ Teardown sends Ctrl-C (SIGINT) to the launcher and checks that nothing is left l
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -162,15 +163,18 @@ def test_draw_a_seven(demo, browser, name, options, pointer):
 
 def test_rcnn_through_the_picker(demo, browser):
     expect = playwright_api.expect
+    # The release's default version, as `make demo` serves it (config.properties `models=`).
+    defaults = json.loads(ts.read_properties(ROOT / "config.properties")["models"])
+    (version,) = [v for v, how in defaults["emnist-rcnn"].items() if how.get("defaultVersion")]
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
         page.goto(demo)
         expect(page.locator("#model-select optgroup")).to_have_count(2)
-        page.select_option("#model-select", "emnist-rcnn|1.0")
+        page.select_option("#model-select", f"emnist-rcnn|{version}")
         draw_seven(page)
         assert predicted(page, expect) == "7"
-        expect(page.locator("#meta")).to_contain_text("emnist-rcnn 1.0")
+        expect(page.locator("#meta")).to_contain_text(f"emnist-rcnn {version}")
         page.click("#clear")
         expect(page.locator("#prediction")).to_have_text("?")
     finally:
