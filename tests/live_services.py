@@ -18,6 +18,7 @@ from serving_helpers import free_ports, torchserve_running
 
 from handlers import server as ts
 from handlers.management import Endpoints, Management
+from webapp.demo import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,9 +72,4 @@ def webapp(endpoints: Endpoints, log: Path, **environment: str) -> Iterator[WebA
             time.sleep(0.2)
         yield app
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, timeout=15)

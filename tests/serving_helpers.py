@@ -22,6 +22,7 @@ from handlers import server as ts
 from handlers.archive import sample_png
 from training.checkpoint import atomic_save, make_checkpoint
 from training.models import build_model
+from webapp.demo import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 # Labels that are not their indices' digits, so a label computed from an index shows up.
@@ -219,10 +220,5 @@ def webapp_running(server: ts.Server, logs: Path, *extra: str):
             time.sleep(0.2)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, timeout=15)
         assert not ts.port_in_use(port), "the web app's port was left open"

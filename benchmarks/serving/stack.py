@@ -25,6 +25,7 @@ import psutil
 from handlers import ctl
 from handlers import server as ts
 from handlers.management import Management
+from webapp.demo import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config.properties"
@@ -138,16 +139,6 @@ def spawn(command: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     """Until GET url answers anything (the server listens), or fail with its exit status."""
     parts = urlsplit(url)
@@ -180,7 +171,7 @@ def webapp(server: ts.Server, logs: Path, threads: int | None = None):
         wait_http(f"{url}/healthz", process)
         yield url, process.pid
     finally:
-        stop_process(process)
+        stop_process(process, timeout=15)
 
 
 @contextlib.contextmanager
@@ -195,7 +186,7 @@ def peer(checkpoint: Path, logs: Path):
         wait_http(f"{url}/", process)
         yield url, process.pid
     finally:
-        stop_process(process)
+        stop_process(process, timeout=15)
 
 
 def environment_note() -> dict:
