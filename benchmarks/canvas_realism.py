@@ -8,7 +8,8 @@ x, y, z drawn in lower case too) is drawn from Hershey vector-font pen paths as 
 canvas draws it (training/stroke_drawings.py: 280x280, black round brush of app.js's width on
 white, random size, position, slant, rotation, wobble), encoded as PNG, then read by every
 archive in model_store/ through the archive's own preprocessing and model
-(training/drawing_eval.py). Reports top-1, top-3, top-1 with look-alikes merged (0/O, 1/I/l,
+(training/drawing_eval.py); an archive reads only the characters it has classes for (the digits
+archive: the digits). Reports top-1, top-3, top-1 with look-alikes merged (0/O, 1/I/l,
 2/Z, 5/S, 9/g/q), per class, per font, and the most common confusions; `--brush-sweep N...`
 repeats the overall figures with brushes of canvas/N pixels on the same pen paths.
 Writes report.json and report.md into --out, atomically.
@@ -24,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.drawing_eval import evaluate, load_released, load_trained  # noqa: E402
+from training.drawing_eval import drawings_for, evaluate, load_released, load_trained  # noqa: E402
 from training.files import atomic_write, atomic_write_json  # noqa: E402
 from training.stroke_drawings import CANVAS_SIZE, FONTS, app_brush_px, drawing_set  # noqa: E402
 
@@ -89,12 +90,13 @@ def markdown(report: dict) -> str:
         f"{report['seed']}), brush {report['brush_px']:.1f} px on a {CANVAS_SIZE} px canvas, "
         f"preprocessing from: {report['preprocessing']}, fonts: {', '.join(report['fonts'])}.",
         "",
-        "| archive | top-1 | top-3 | top-1, look-alikes merged | look-alikes among errors |",
-        "|---|---|---|---|---|",
+        "| archive | drawings | top-1 | top-3 | top-1, look-alikes merged | "
+        "look-alikes among errors |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in report["models"].items():
         lines.append(
-            f"| {name} | {pct(r['top1'])} | {pct(r['top3'])} | "
+            f"| {name} | {r['n']} | {pct(r['top1'])} | {pct(r['top3'])} | "
             f"{pct(r['top1_lookalikes_merged'])} | {pct(r['lookalike_share_of_errors'])} |"
         )
     for name, r in report["models"].items():
@@ -148,12 +150,15 @@ def main(argv=None) -> int:
         "prior_correction": [],
     }
     for model in released:
-        report["models"][model.name] = r = evaluate(model, drawings)
+        own = drawings_for(model, drawings)
+        report["models"][model.name] = r = evaluate(model, own)
         print(
             f"{model.name}: top-1 {pct(r['top1'])} | top-3 {pct(r['top3'])} | "
-            f"look-alikes merged {pct(r['top1_lookalikes_merged'])} ({len(drawings)} drawings)"
+            f"look-alikes merged {pct(r['top1_lookalikes_merged'])} ({len(own)} drawings)"
         )
-    if args.prior_tau:
+    # The prior correction and the brush sweep compare the 47-class models.
+    released = [m for m in released if len(m.class_names) == 47]
+    if args.prior_tau and released:
         log_prior = emnist47_log_prior(released[0].class_names)
     for tau in args.prior_tau:
         for model in released:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> Path:
         ckpt = load_checkpoint(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
-    name = args.name or default_name(ckpt["arch"])
+    name = args.name or default_name(ckpt["arch"], (ckpt.get("train_config") or {}).get("protocol"))
     version = args.version or ckpt.get("version")
     if not version:
         raise SystemExit("error: the checkpoint records no version: pass --version (e.g. 1.0)")
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> Path:
     return target
 
 
-def default_name(arch: str) -> str:
+def default_name(arch: str, protocol: str | None = None) -> str:
+    """emnist-cnn / emnist-rcnn for 47 classes; a digits model gets a name of its own, so
+    archiving one can never shadow a 47-class model of the same architecture."""
+    if protocol == "digits":
+        return "emnist-digits" if arch in ("cnn", "cnn-seed") else f"emnist-digits-{arch}"
     return DEFAULT_NAMES.get(arch, f"emnist-{arch}")
 
 
@@ -121,7 +125,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint from training (best.pt)")
-    parser.add_argument("--name", help="model name (default: emnist-cnn or emnist-rcnn by arch)")
+    parser.add_argument(
+        "--name",
+        help="model name (default by arch and protocol: emnist-cnn, emnist-rcnn, emnist-digits)",
+    )
     parser.add_argument("--version", help="model version (default: the checkpoint's 'version')")
     parser.add_argument("--store", default=str(ROOT / "model_store"), help="model store folder")
     parser.add_argument("--workers", type=int, default=1, help="workers per model version")

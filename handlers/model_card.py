@@ -69,6 +69,7 @@ def build_card(
             "seconds": metrics.get("train_seconds"),
             "hardware": metrics.get("hardware"),
             "torch": ckpt.get("torch_version"),
+            "fine_tuned_from": _base_summary(ckpt.get("base")),
         },
     }
     if test_metrics is not None:
@@ -80,6 +81,22 @@ def build_card(
             "most_confused": test_metrics.get("most_confused", [])[:10],
         }
     return card
+
+
+def _base_summary(base: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a fine-tuned checkpoint started from (train.py --init-from), nested bases included."""
+    if not base:
+        return None
+    config, metrics = base.get("train_config") or {}, base.get("metrics") or {}
+    return {
+        "file": base.get("file"),
+        "sha256": base.get("sha256"),
+        "config": config,
+        "val_top1": metrics.get("val_acc"),
+        "seconds": metrics.get("train_seconds"),
+        "hardware": metrics.get("hardware"),
+        "fine_tuned_from": _base_summary(base.get("base")),
+    }
 
 
 def check_test_metrics(test_metrics: dict[str, Any], ckpt: dict) -> None:
@@ -145,7 +162,17 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Optimiser {config.get('optimizer')} lr {config.get('lr')} weight decay "
         f"{config.get('weight_decay')}, {config.get('schedule')} schedule, batch "
         f"{config.get('batch_size')}, label smoothing {config.get('label_smoothing')}, "
-        f"augmentation {config.get('augment')}, EMA {config.get('ema')}, seed {config.get('seed')}",
-        "",
+        f"augmentation {config.get('augment')}, EMA {config.get('ema')}, seed {config.get('seed')}"
+        + (f", font glyphs {config['font_glyphs']:.0%}" if config.get("font_glyphs") else ""),
     ]
-    return "\n".join(lines)
+    base = training.get("fine_tuned_from")
+    while base:
+        seconds = base["seconds"]
+        lines.append(
+            f"- Fine-tuned from `{base['file']}` (sha256 {(base['sha256'] or '')[:12]}): "
+            f"{base['config'].get('epochs')} epochs of {base['config'].get('arch')} on "
+            f"{base['hardware']}, {'unknown' if seconds is None else f'{seconds / 60:.1f} min'}, "
+            f"validation top-1 {_pct(base['val_top1'])}"
+        )
+        base = base["fine_tuned_from"]
+    return "\n".join(lines) + "\n"

@@ -114,3 +114,6 @@ def test_versions_that_cannot_be_urls_are_refused(tmp_path, bad):
 def test_default_names():
     assert archive.default_name("cnn") == "emnist-cnn"
     assert archive.default_name("rcnn") == "emnist-rcnn"
+    assert archive.default_name("cnn", "emnist47") == "emnist-cnn"
+    assert archive.default_name("cnn", "digits") == "emnist-digits"
+    assert archive.default_name("rcnn", "digits") == "emnist-digits-rcnn"

@@ -23,6 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 RELEASED = sorted((ROOT / "model_store").glob("*.mar"))
+PROPS = ts.read_properties(ROOT / "config.properties")
+# The model names `make demo` serves (one picker group and one compare card each) and the
+# release's default version of each (config.properties `models=`).
+SERVED = sorted({name for name, _ in ts.archives_to_load(PROPS, ROOT / "model_store").values()})
+DEFAULTS = {
+    name: version
+    for name, versions in json.loads(PROPS["models"]).items()
+    for version, how in versions.items()
+    if how.get("defaultVersion")
+}
 # Without the background-networking flags Chromium tries to reach Google's servers.
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -116,7 +126,7 @@ def draw_seven(page, pointer: str = "mouse") -> None:
 def predicted(page, expect) -> str:
     # The page's CSP forbids eval, so wait with locators rather than wait_for_function.
     expect(page.locator("#prediction")).not_to_have_text("?", timeout=30_000)
-    expect(page.locator(".model-card")).to_have_count(2, timeout=30_000)
+    expect(page.locator(".model-card")).to_have_count(len(SERVED), timeout=30_000)
     return page.locator("#prediction").inner_text().strip()
 
 
@@ -144,7 +154,7 @@ def test_draw_a_seven(demo, browser, name, options, pointer):
         errors = []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(demo)
-        expect(page.locator("#model-select optgroup")).to_have_count(2)
+        expect(page.locator("#model-select optgroup")).to_have_count(len(SERVED))
         draw_seven(page, pointer)
         assert predicted(page, expect) == "7"
         expect(page.locator("#bars li")).to_have_count(5)
@@ -161,20 +171,19 @@ def test_draw_a_seven(demo, browser, name, options, pointer):
         context.close()
 
 
-def test_rcnn_through_the_picker(demo, browser):
+@pytest.mark.parametrize("model", [name for name in SERVED if name != "emnist-cnn"])
+def test_other_models_through_the_picker(demo, browser, model):
     expect = playwright_api.expect
-    # The release's default version, as `make demo` serves it (config.properties `models=`).
-    defaults = json.loads(ts.read_properties(ROOT / "config.properties")["models"])
-    (version,) = [v for v, how in defaults["emnist-rcnn"].items() if how.get("defaultVersion")]
+    version = DEFAULTS[model]
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
         page.goto(demo)
-        expect(page.locator("#model-select optgroup")).to_have_count(2)
-        page.select_option("#model-select", f"emnist-rcnn|{version}")
+        expect(page.locator("#model-select optgroup")).to_have_count(len(SERVED))
+        page.select_option("#model-select", f"{model}|{version}")
         draw_seven(page)
         assert predicted(page, expect) == "7"
-        expect(page.locator("#meta")).to_contain_text(f"emnist-rcnn {version}")
+        expect(page.locator("#meta")).to_contain_text(f"{model} {version}")
         page.click("#clear")
         expect(page.locator("#prediction")).to_have_text("?")
     finally:

@@ -4,7 +4,9 @@ Most tests train on a small learnable split written in NIST's format into tmp_pa
 run on a fresh clone without ../shared; one smoke test uses the real emnist47 protocol.
 """
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import torch
 from serving_helpers import read_member
 
-from handlers import archive
+from handlers import archive, model_card
 from training import evaluate, train
 from training.checkpoint import REQUIRED_KEYS, load_checkpoint, model_from_checkpoint
 from training.emnist import idx_file_name, mapping_file_name, write_idx
@@ -203,3 +205,43 @@ def test_archive_refuses_metrics_of_another_subset(trained_run, bars_root, tmp_p
 
 def load_model(run: Path) -> torch.nn.Module:
     return model_from_checkpoint(load_checkpoint(run / "best.pt"))
+
+
+def test_init_from_starts_at_the_base_weights_and_records_the_base(
+    trained_run, bars_root, tmp_path
+):
+    base_path = trained_run / "best.pt"
+    # A learning rate of 0 leaves the weights (and their average) where they started; batch
+    # norm's running statistics still move, as they do in any training step.
+    result = run_training(
+        bars_root, tmp_path, "--epochs", "1", "--lr", "0", "--init-from", str(base_path)
+    )
+    tuned, base = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(base_path)
+    for key, value in base["state_dict"].items():
+        if "running_" not in key and not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(tuned["state_dict"][key], value, msg=key)
+    assert tuned["base"]["sha256"] == hashlib.sha256(base_path.read_bytes()).hexdigest()
+    assert tuned["base"]["train_config"] == base["train_config"]
+    assert tuned["train_config"]["init_from"] == str(base_path)
+    assert result["best"]["acc"] == pytest.approx(base["metrics"]["val_acc"])
+    card = model_card.card_markdown(model_card.build_card(tuned, "emnist-cnn", "9.9"))
+    assert f"Fine-tuned from `{base_path}` (sha256 {tuned['base']['sha256'][:12]})" in card
+
+
+def test_init_from_refuses_weights_of_another_model(trained_run, bars_root, tmp_path):
+    base = str(trained_run / "best.pt")
+    with pytest.raises(SystemExit, match="holds a 'cnn-seed' model, not 'cnn'"):
+        run_training(bars_root, tmp_path, "--arch", "cnn", "--epochs", "1", "--init-from", base)
+
+
+def test_font_glyphs_make_their_share_of_each_epoch(bars_root, tmp_path, capsys):
+    result = run_training(bars_root, tmp_path, "--epochs", "1", "--font-glyphs", "0.25")
+    out = capsys.readouterr().out
+    # Classes 0-3 in 16 faces and 3 weights: 192 renders, enough copies for a quarter.
+    match = re.search(r"font glyphs: 192 renders x (\d+) \(25% of each epoch\)", out)
+    assert match, out
+    emnist = int(re.search(r"([\d,]+) train", out).group(1).replace(",", "")) - 192 * int(
+        match.group(1)
+    )
+    assert int(match.group(1)) == round(0.25 * emnist / (0.75 * 192))
+    assert result["history"][0]["val_acc"] > 0.5  # still learns the bars

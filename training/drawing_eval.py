@@ -80,6 +80,12 @@ def load_trained(checkpoint: Path) -> ReleasedModel:
     )
 
 
+def drawings_for(released: ReleasedModel, drawings: list[Drawing]) -> list[Drawing]:
+    """The drawings of characters the model has a class for (the digits, for a digits model)."""
+    known = set(released.class_names)
+    return [d for d in drawings if d.label in known]
+
+
 def preprocess_drawings(released: ReleasedModel, drawings: list[Drawing]) -> np.ndarray:
     """uint8 (N, 28, 28): each drawing's PNG decoded and preprocessed as the handler does."""
     prep = released.preprocessing

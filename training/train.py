@@ -20,6 +20,8 @@ from tqdm import tqdm
 from training.augment import PRESETS, augment_batch
 from training.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
 from training.cli import HelpFormatter, add_data_arguments
+from training.finetune import load_base
+from training.font_glyphs import glyph_set, repeats_for
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.models import build_model, list_models
 from training.protocol import load_data
@@ -58,6 +60,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="affine",
         help="batched augmentation preset (training/augment.py)",
     )
+    p.add_argument(
+        "--font-glyphs",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of each epoch that is typeset characters (training/font_glyphs.py; 0 = none)",
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (fine-tuning; its model args are reused)",
+    )
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and augmentation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -76,6 +92,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.out is None:
         args.out = f"runs/{args.arch}-{args.protocol or args.split}-s{args.seed}"
     return args
+
+
+def add_font_glyphs(train_x, train_y, class_names: list[str], fraction: float):
+    """The training images with typeset characters appended, `fraction` of the total."""
+    glyphs, labels = glyph_set(class_names)
+    copies = repeats_for(fraction, len(train_x), len(glyphs))
+    print(f"font glyphs: {len(glyphs):,} renders x {copies} ({fraction:.0%} of each epoch)")
+    glyph_x = images_to_tensor(glyphs, train_x.device).repeat(copies, 1, 1, 1)
+    glyph_y = torch.from_numpy(labels).to(train_y.device).repeat(copies)
+    return torch.cat([train_x, glyph_x]), torch.cat([train_y, glyph_y])
 
 
 def parse_model_args(pairs: list[str]) -> dict:
@@ -190,8 +216,17 @@ def main(argv: list[str] | None = None) -> dict:
     train_y = torch.from_numpy(bundle.train_labels[: args.limit_train]).long().to(device)
     val_x = images_to_tensor(bundle.val_images[: args.limit_val], device)
     val_y = torch.from_numpy(bundle.val_labels[: args.limit_val]).long().to(device)
+    if args.font_glyphs:
+        train_x, train_y = add_font_glyphs(train_x, train_y, bundle.class_names, args.font_glyphs)
     model_args = {"num_classes": len(bundle.class_names), **parse_model_args(args.model_arg)}
+    base = None
+    if args.init_from is not None:
+        base, base_provenance = load_base(args.init_from, args.arch, bundle.class_names, model_args)
+        model_args = dict(base["model_args"])
     model = build_model(args.arch, **model_args).to(device)
+    if base is not None:
+        model.load_state_dict(base["state_dict"])
+        print(f"starting from the weights of {args.init_from}")
     params = sum(p.numel() for p in model.parameters())
     print(
         f"{args.arch} {model_args}: {params:,} parameters | {bundle.name}: "
@@ -225,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = prepare_for_training(model, device, compile=args.compile)
 
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress")}
+    config["init_from"] = None if args.init_from is None else str(args.init_from)
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         train = train_one_epoch(
@@ -270,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
             data=bundle.provenance,
             metrics=metrics,
             history=history,
+            extra=None if base is None else {"base": base_provenance},
         )
         if val["acc"] > best["acc"]:
             best, best_ckpt = {"acc": val["acc"], "epoch": epoch}, ckpt

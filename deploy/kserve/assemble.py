@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = choose_archives(find_archives(args.model_store), intended_defaults(props), pins)
     write_layout(args.out, args.template, args.model_store, chosen)
     print(f"KServe layout in {args.out}/ (upload it and point storageUri at it):")
+    width = max(map(len, chosen), default=0)
     for name, (version, archive) in sorted(chosen.items()):
-        print(f"  {name:<12} {version:<8} model-store/{archive}")
+        print(f"  {name:<{width}}  {version:<8} model-store/{archive}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
