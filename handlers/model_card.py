@@ -70,6 +70,7 @@ def build_card(
             "hardware": metrics.get("hardware"),
             "torch": ckpt.get("torch_version"),
             "fine_tuned_from": _base_summary(ckpt.get("base")),
+            "bn_recalibration": ckpt.get("bn_recalibration"),
         },
     }
     if test_metrics is not None:
@@ -165,6 +166,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"augmentation {config.get('augment')}, EMA {config.get('ema')}, seed {config.get('seed')}"
         + (f", font glyphs {config['font_glyphs']:.0%}" if config.get("font_glyphs") else ""),
     ]
+    recalibrated = training.get("bn_recalibration")
+    if recalibrated:
+        lines.append(
+            f"- Batch-norm statistics recomputed on {recalibrated['images']:,} clean training "
+            f"images (`python -m training.recalibrate`): validation top-1 "
+            f"{_pct(recalibrated['val_before']['acc'])} before, the figure above after"
+        )
     base = training.get("fine_tuned_from")
     while base:
         seconds = base["seconds"]

@@ -39,9 +39,34 @@ def test_a_trial_release_archives_a_checked_model_with_its_card(shared_emnist, t
     served = json.loads((run / "eval-archive" / "metrics.json").read_text())
     assert card["test"]["top1"] == tested["top1"] and card["test"]["images"] == 500
     assert card["model_args"]["width"] == 8
-    assert card["training"]["config"]["epochs"] == 1 and card["training"]["config"]["seed"] == 0
+    # The base run, then the one-epoch fine-tune with glyphs, then recalibrated statistics.
+    config = card["training"]["config"]
+    assert config["epochs"] == 1 and config["seed"] == 0 and config["font_glyphs"] == 0.1
+    base = card["training"]["fine_tuned_from"]
+    assert base["file"] == str(run / "base" / "best.pt") and base["config"]["limit_train"] == 512
+    assert card["training"]["bn_recalibration"]["input"] == str(run / "fine-tune" / "best.pt")
+    assert "Batch-norm statistics recomputed" in z_text(released[0], "MODEL_CARD.md")
     assert abs(served["top1"] - tested["top1"]) <= release.AGREEMENT
     assert served["path"].startswith("archive handler")
+
+
+def z_text(mar, member: str) -> str:
+    with zipfile.ZipFile(mar) as z:
+        return z.read(member).decode()
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [("emnist-cnn", "NAME=CHECKPOINT"), ("emnist-digits=x.pt", "NAME=CHECKPOINT"),
+     ("emnist-cnn=missing.mar", "not found")],
+)  # fmt: skip
+def test_bad_bases_are_refused_before_anything_runs(tmp_path, base, message):
+    with pytest.raises(SystemExit, match=message):
+        release.main(
+            ["--version", "9.9", "--only", "emnist-cnn", "--base", base, "--store", str(tmp_path),
+             "--runs", str(tmp_path / "runs")]
+        )  # fmt: skip
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_release_never_overwrites_a_version(tmp_path):

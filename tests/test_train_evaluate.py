@@ -12,41 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bars import CLASSES, bar_images, write_bars_split
 from serving_helpers import read_member
 
 from handlers import archive, model_card
 from training import evaluate, train
 from training.checkpoint import REQUIRED_KEYS, load_checkpoint, model_from_checkpoint
-from training.emnist import idx_file_name, mapping_file_name, write_idx
 from training.inference import images_to_tensor, predict_logits
-
-CLASSES = 4
-
-
-def bar_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Class k is a thick bar in band k with jitter and noise: learnable, not trivially."""
-    images = rng.integers(0, 40, size=(len(labels), 28, 28)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        top = 3 + 6 * int(label) + int(rng.integers(-1, 2))
-        left = int(rng.integers(2, 8))
-        images[i, top : top + 4, left : left + 16] = 255
-    return images
 
 
 @pytest.fixture(scope="module")
 def bars_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bars")
-    rng = np.random.default_rng(0)
-    (root / mapping_file_name("digits")).write_text(
-        "".join(f"{k} {48 + k}\n" for k in range(CLASSES))
-    )
-    for subset, n in (("train", 800), ("test", 200)):
-        labels = rng.integers(0, CLASSES, size=n).astype(np.uint8)
-        write_idx(
-            root / (idx_file_name("digits", subset, "images") + ".gz"), bar_images(labels, rng)
-        )
-        write_idx(root / (idx_file_name("digits", subset, "labels") + ".gz"), labels)
-    return root
+    return write_bars_split(tmp_path_factory.mktemp("bars"))
 
 
 def run_training(root: Path, out: Path, *extra: str) -> dict:

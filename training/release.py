@@ -2,9 +2,14 @@
 
     python -m training.release --version 1.1            # every default model (make release)
     python -m training.release --version 1.1 --only emnist-cnn --epochs 1   # a quick try
+    python -m training.release --version 1.2 --only emnist-cnn \
+        --base emnist-cnn=model_store/emnist-cnn-1.1.mar     # fine-tune stages only
 
 For each recipe below: `training.train` into runs/release-<version>/<name>/ (validation picks the
-checkpoint; the test set is not looked at), `training.evaluate` on the complete test set,
+checkpoint; the test set is not looked at); for the 47-class models that is the base, then a
+one-epoch fine-tune with typeset glyphs and `training.recalibrate` (FINE_TUNE below; `--base`
+starts from a released archive's checkpoint instead of training the base again);
+`training.evaluate` on the complete test set,
 `handlers.archive` with those figures in the model card, then `training.evaluate` of the new
 archive through its own handler, which must agree with the checkpoint's figures. The archive
 lands in model_store/ (never overwriting a version); make it the default with
@@ -17,11 +22,13 @@ CPU otherwise (hours: pass --epochs to shorten).
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 from handlers import archive
-from training import evaluate, train
+from training import evaluate, recalibrate, train
 from training.cli import HelpFormatter
+from training.files import atomic_write
 from training.protocol import PROJECT_ROOT
 
 # The recipes of the released models: every option not named here is train.py's default.
@@ -41,6 +48,12 @@ RECIPES: dict[str, list[str]] = {
     # mnist test set: 1,260 of its images are in the 47-class training pool).
     "emnist-digits": ["--arch", "cnn", "--protocol", "digits", "--epochs", "8"],
 }
+# Since 1.2 the 47-class models are then fine-tuned for one epoch with typeset glyphs mixed in
+# (training/font_glyphs.py: drawings in serif and slanted letterforms EMNIST lacks) and get
+# batch-norm statistics of clean training images (training/recalibrate.py); docs/results.md
+# has the measurements behind both steps.
+FINE_TUNE = ["--epochs", "1", "--lr", "1e-4", "--warmup-epochs", "0", "--font-glyphs", "0.1"]
+FINE_TUNED = ("emnist-cnn", "emnist-rcnn")
 # Figures of an archive evaluated through its handler and of its checkpoint in-process agree
 # to float rounding; a larger gap means the archive does not serve what was trained.
 AGREEMENT = 1e-3
@@ -52,6 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=sorted(RECIPES), action="append", help="one model only")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="fine-tune NAME from this checkpoint or .mar archive instead of training its base "
+        "first, e.g. emnist-cnn=model_store/emnist-cnn-1.1.mar",
+    )
     p.add_argument(
         "--train-arg",
         action="append",
@@ -76,11 +97,25 @@ def release_one(name: str, args: argparse.Namespace) -> Path:
     recipe = list(RECIPES[name])
     if args.epochs is not None:
         recipe[recipe.index("--epochs") + 1] = str(args.epochs)
-    print(f"== {name} {args.version}: train {' '.join(recipe)} --seed {args.seed}", flush=True)
-    train.main(
-        [*recipe, *args.train_arg, "--seed", str(args.seed), "--out", str(run), "--no-progress"]
-    )
-    checkpoint = run / "best.pt"
+    common = [*args.train_arg, "--seed", str(args.seed), "--no-progress"]
+    if name not in FINE_TUNED:
+        print(f"== {name} {args.version}: train {' '.join(recipe)} --seed {args.seed}", flush=True)
+        train.main([*recipe, *common, "--out", str(run)])
+        checkpoint = run / "best.pt"
+    else:
+        base = args.bases.get(name)
+        if base is not None and base.suffix == ".mar":
+            base = checkpoint_from_archive(base, run / f"base-{base.stem}.pt")
+        if base is None:
+            print(f"== {name} {args.version}: base {' '.join(recipe)} --seed {args.seed}")
+            train.main([*recipe, *common, "--out", str(run / "base")])
+            base = run / "base" / "best.pt"
+        print(f"== {name} {args.version}: fine-tune {base} {' '.join(FINE_TUNE)}", flush=True)
+        # The recipe's arguments again (arch, data, model args); FINE_TUNE's --epochs wins.
+        tuned = run / "fine-tune"
+        train.main([*recipe, *FINE_TUNE, *common, "--init-from", str(base), "--out", str(tuned)])
+        checkpoint = run / "best.pt"
+        recalibrate.main([str(tuned / "best.pt"), "--out", str(checkpoint)])
     limit = [] if args.eval_limit is None else ["--limit", str(args.eval_limit)]
     tested = evaluate.main([str(checkpoint), *limit, "--out", str(run / "eval-test")])
     mar = archive.main(
@@ -105,8 +140,27 @@ def release_one(name: str, args: argparse.Namespace) -> Path:
     return mar
 
 
+def checkpoint_from_archive(mar: Path, target: Path) -> Path:
+    """The checkpoint a released archive serves, written to `target`."""
+    with zipfile.ZipFile(mar) as archive_file:
+        data = archive_file.read(archive.CHECKPOINT_FILE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, data)
+    return target
+
+
+def parse_base(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or name not in FINE_TUNED:
+        raise SystemExit(f"error: --base takes NAME=CHECKPOINT, NAME one of {FINE_TUNED}")
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --base {name}: {path} not found")
+    return name, Path(path)
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
+    args.bases = dict(parse_base(text) for text in args.base)  # checked before any training
     released = [release_one(name, args) for name in (args.only or sorted(RECIPES))]
     print("released: " + ", ".join(str(p) for p in released))
     return released
