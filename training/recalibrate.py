@@ -22,7 +22,7 @@ from torch import nn
 from training.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
 from training.cli import HelpFormatter
 from training.finetune import file_sha256
-from training.inference import accuracy_metrics, images_to_tensor, predict_logits
+from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.protocol import load_data
 
 
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--images", type=int, default=None, help="the first N training images (default: all)"
     )
     p.add_argument("--data-root", default=None, help="for checkpoints of an official split")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p.parse_args(argv)
 
 
@@ -73,11 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if list(bundle.class_names) != list(ckpt["class_names"]):
         raise SystemExit(f"error: {args.checkpoint} was trained on other classes than this data's")
-    cpu = torch.device("cpu")
-    train_x = images_to_tensor(bundle.train_images[: args.images], cpu)
-    val_x = images_to_tensor(bundle.val_images, cpu)
-    val_y = torch.from_numpy(bundle.val_labels).long()
-    model = model_from_checkpoint(ckpt)
+    device = select_device(args.device)
+    train_x = images_to_tensor(bundle.train_images[: args.images], device)
+    val_x = images_to_tensor(bundle.val_images, device)
+    val_y = torch.from_numpy(bundle.val_labels).long().to(device)
+    model = model_from_checkpoint(ckpt, device)
     before = accuracy_metrics(predict_logits(model, val_x), val_y)
     layers = recalibrate_batch_norm(model, train_x)
     if layers == 0:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"top-1 {before['acc']:.2%} -> {after['acc']:.2%}"
     )
     new = dict(ckpt)
-    new["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    new["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     new["metrics"] = {
         **(ckpt.get("metrics") or {}),
         "val_acc": after["acc"],
