@@ -24,6 +24,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from training import preprocessing
 
+# bymerge merges the cases of these letters: their lower-case forms are typeset too, labelled
+# with the capital (the same characters the canvas evaluation draws).
+from training.stroke_drawings import MERGED_CASE
+
 # Sans, serif and monospace, upright and slanted, regular and bold: 16 faces.
 FONT_FILES = (
     "DejaVuSans.ttf",
@@ -47,9 +51,6 @@ CANVAS = 280  # the web app's export size (app.js EXPORT_SIDE)
 FONT_PX = 160  # em size: capitals about 115 px tall, as a character drawn on the canvas
 # Extra outline width in pixels: the font's own weight, then heavier, as a thick pen makes it.
 STROKES = (0, 3, 6)
-# Characters whose class is not their own in 47-class label maps (bymerge merges the cases of
-# these letters): the lower-case form is drawn too and labelled with the capital.
-MERGED_CASE = "CIJKLMOPSUVWXYZ"
 
 
 def font_dir() -> Path:
