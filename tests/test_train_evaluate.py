@@ -16,9 +16,10 @@ from bars import CLASSES, bar_images, write_bars_split
 from serving_helpers import read_member
 
 from handlers import archive, model_card
-from training import evaluate, train
+from training import evaluate, finetune, train
 from training.checkpoint import REQUIRED_KEYS, load_checkpoint, model_from_checkpoint
 from training.inference import images_to_tensor, predict_logits
+from training.protocol import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,13 @@ def test_init_from_starts_at_the_base_weights_and_records_the_base(
     assert result["best"]["acc"] == pytest.approx(base["metrics"]["val_acc"])
     card = model_card.card_markdown(model_card.build_card(tuned, "emnist-cnn", "9.9"))
     assert f"Fine-tuned from `{base_path}` (sha256 {tuned['base']['sha256'][:12]})" in card
+
+
+def test_a_base_inside_the_project_is_named_relative_to_it(tmp_path):
+    # Model cards ship to other machines: the release machine's absolute path means nothing there.
+    assert finetune.project_relative(PROJECT_ROOT / "runs" / "r" / "best.pt") == "runs/r/best.pt"
+    outside = tmp_path / "best.pt"
+    assert finetune.project_relative(outside) == str(outside)
 
 
 def test_init_from_refuses_weights_of_another_model(trained_run, bars_root, tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 from training.checkpoint import load_checkpoint
+from training.protocol import PROJECT_ROOT
 
 
 def file_sha256(path: Path) -> str:
@@ -19,6 +20,15 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def project_relative(path: Path) -> str:
+    """The path as a reader of a model card can follow it: relative to the project when inside it
+    (not the release machine's absolute path), as given otherwise; the sha256 identifies it."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(PROJECT_ROOT.resolve()):
+        return str(resolved.relative_to(PROJECT_ROOT.resolve()))
+    return str(path)
 
 
 def load_base(path: Path, arch: str, class_names: list[str], model_args: dict) -> tuple[dict, dict]:
@@ -36,7 +46,7 @@ def load_base(path: Path, arch: str, class_names: list[str], model_args: dict) -
     if clash:
         raise SystemExit(f"error: {path} was built with {base['model_args']}, not {clash}")
     provenance = {
-        "file": str(path),
+        "file": project_relative(path),
         "sha256": file_sha256(path),
         "train_config": base.get("train_config"),
         "metrics": base.get("metrics"),
