@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from packaging.version import Version
 from PIL import Image, ImageDraw
 
 from handlers import archive, ctl
@@ -28,6 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # Labels that are not their indices' digits, so a label computed from an index shows up.
 LABELS = ("A", "b", "7", "Z")
 SMALL_ARGS = {"cnn": {"width": 8}, "cnn-seed": {}, "rcnn": {"width": 8, "steps": 1}}
+
+
+def latest_released(name: str) -> Path:
+    """The newest version of `name` in model_store/ (by version, so 1.10 comes after 1.9);
+    skips the test in a checkout without released archives."""
+    store = ROOT / "model_store"
+    archives = list(store.glob(f"{name}-*.mar"))
+    if not archives:
+        pytest.skip(f"no {name} archive in {store}")
+    return max(archives, key=lambda p: Version(p.stem.removeprefix(f"{name}-")))
 
 
 def write_checkpoint(

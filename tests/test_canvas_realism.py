@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaging.version import Version
 from PIL import Image
-from serving_helpers import needs_java, torchserve_running
+from serving_helpers import latest_released, needs_java, torchserve_running
 
 from training.drawing_eval import (
     drawings_for,
@@ -54,17 +53,6 @@ TOP1_FLOOR, TOP3_FLOOR, MERGED_FLOOR = 0.76, 0.94, 0.83
 DIGITS_TOP1_FLOOR, DIGITS_TOP3_FLOOR = 0.87, 0.95
 
 
-def latest_archive(name: str = "emnist-cnn") -> Path:
-    archives = list(MODEL_STORE.glob(f"{name}-*.mar"))
-    if not archives:
-        pytest.skip(f"no {name} archive in {MODEL_STORE}")
-    return max(archives, key=lambda p: Version(p.stem.removeprefix(f"{name}-")))
-
-
-def latest_cnn_archive() -> Path:
-    return latest_archive("emnist-cnn")
-
-
 @pytest.fixture(scope="module")
 def drawings():
     return drawing_set(PER_CHARACTER, seed=SEED)
@@ -87,7 +75,7 @@ def test_drawings_are_canvas_pngs_covering_every_class_deterministically(drawing
     assert (first.format, first.mode, first.size) == ("PNG", "RGB", (CANVAS_SIZE, CANVAS_SIZE))
     corners = np.asarray(first)[[0, 0, -1, -1], [0, -1, 0, -1]]
     assert (corners == 255).all(), "white paper, as app.js fills it"
-    with zipfile.ZipFile(latest_cnn_archive()) as mar:
+    with zipfile.ZipFile(latest_released("emnist-cnn")) as mar:
         classes = set(json.loads(mar.read("index_to_name.json")).values())
     assert {d.label for d in drawings} == classes and len(classes) == 47
     assert {d.char for d in drawings} == set(CHARACTERS) and len(CHARACTERS) == 62
@@ -99,7 +87,7 @@ def test_drawings_are_canvas_pngs_covering_every_class_deterministically(drawing
 
 
 def test_released_cnn_reads_drawings_it_never_saw(drawings):
-    result = evaluate(load_released(latest_cnn_archive()), drawings)
+    result = evaluate(load_released(latest_released("emnist-cnn")), drawings)
     print(
         f"{result['n']} drawings: top-1 {result['top1']:.3f}, top-3 {result['top3']:.3f}, "
         f"look-alikes merged {result['top1_lookalikes_merged']:.3f}"
@@ -112,7 +100,7 @@ def test_released_cnn_reads_drawings_it_never_saw(drawings):
 
 
 def test_released_digits_model_reads_the_drawn_digits_only(drawings):
-    released = load_released(latest_archive("emnist-digits"))
+    released = load_released(latest_released("emnist-digits"))
     own = drawings_for(released, drawings)
     assert sorted({d.char for d in own}) == list("0123456789")
     assert len(own) == 10 * PER_CHARACTER
@@ -129,7 +117,7 @@ def test_web_app_and_torchserve_answer_as_the_benchmark_does(tmp_path, drawings)
     """A few drawings through the real web app and a TorchServe serving model_store/ itself."""
     from webapp import create_app
 
-    archive = latest_cnn_archive()
+    archive = latest_released("emnist-cnn")
     version = archive.stem.removeprefix("emnist-cnn-")
     sample = drawings[::31]  # 10 drawings, spread over the characters
     expected = top3_names(released := load_released(archive), preprocess_drawings(released, sample))

@@ -6,11 +6,11 @@ one preprocessing module, and classified by the released CNN (model_store/).
 """
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from serving_helpers import latest_released
 
 from training.canvas_like import render, to_png
 from training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -18,17 +18,13 @@ from training.inference import images_to_tensor, predict_logits
 from training.preprocessing import preprocess
 
 SAMPLE = 2000
-MODEL_STORE = Path(__file__).resolve().parent.parent / "model_store"
 
 
 @pytest.fixture(scope="module")
 def released_cnn(tmp_path_factory):
     """The released CNN's checkpoint, read out of its archive in model_store/."""
-    archives = sorted(MODEL_STORE.glob("emnist-cnn-*.mar"))
-    if not archives:
-        pytest.skip(f"no emnist-cnn archive in {MODEL_STORE}")
     path = tmp_path_factory.mktemp("released") / "checkpoint.pt"
-    with zipfile.ZipFile(archives[-1]) as archive:
+    with zipfile.ZipFile(latest_released("emnist-cnn")) as archive:
         path.write_bytes(archive.read("checkpoint.pt"))
     return model_from_checkpoint(load_checkpoint(path))
 
