@@ -84,6 +84,10 @@ def build_card(
     return card
 
 
+def _epochs(count: int | None) -> str:
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
 def _base_summary(base: dict[str, Any] | None) -> dict[str, Any] | None:
     """What a fine-tuned checkpoint started from (train.py --init-from), nested bases included."""
     if not base:
@@ -178,7 +182,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         seconds = base["seconds"]
         lines.append(
             f"- Fine-tuned from `{base['file']}` (sha256 {(base['sha256'] or '')[:12]}): "
-            f"{base['config'].get('epochs')} epochs of {base['config'].get('arch')} on "
+            f"{_epochs(base['config'].get('epochs'))} of {base['config'].get('arch')} on "
             f"{base['hardware']}, {'unknown' if seconds is None else f'{seconds / 60:.1f} min'}, "
             f"validation top-1 {_pct(base['val_top1'])}"
         )
