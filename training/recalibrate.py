@@ -21,7 +21,7 @@ from torch import nn
 
 from training.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
 from training.cli import HelpFormatter
-from training.finetune import file_sha256
+from training.finetune import file_sha256, project_relative
 from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.protocol import load_data
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     new["bn_recalibration"] = {
         "images": len(train_x),
-        "input": str(args.checkpoint),
+        "input": project_relative(args.checkpoint),  # it lands in model-card.json
         "input_sha256": file_sha256(args.checkpoint),
         "val_before": {"acc": before["acc"], "top3": before["top3"], "loss": before["loss"]},
     }

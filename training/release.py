@@ -144,8 +144,7 @@ def checkpoint_from_archive(mar: Path, target: Path) -> Path:
     """The checkpoint a released archive serves, written to `target`."""
     with zipfile.ZipFile(mar) as archive_file:
         data = archive_file.read(archive.CHECKPOINT_FILE)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, data)
+    atomic_write(target, data)  # creates the run folder
     return target
 
 
