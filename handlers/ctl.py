@@ -16,7 +16,6 @@ The other commands find the server through `<logs>/torchserve.json`.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -122,11 +121,7 @@ def cmd_start(args: argparse.Namespace) -> None:
 
 def set_defaults(management: Management, props: dict, loaded) -> dict[str, str]:
     """Per model name: the `defaultVersion` of config.properties if loaded, else the highest."""
-    intended = {}
-    for name, versions in json.loads(props.get("models") or "{}").items():
-        for version, settings in versions.items():
-            if settings.get("defaultVersion"):
-                intended[name] = version
+    intended = ts.intended_defaults(props)
     by_name: dict[str, list[str]] = {}
     for name, version in loaded:
         by_name.setdefault(name, []).append(version)

@@ -95,6 +95,20 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return props
 
 
+def intended_defaults(props: dict[str, str]) -> dict[str, str]:
+    """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
+    try:
+        models = json.loads(props.get("models") or "{}")
+    except ValueError as err:
+        raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
+    return {
+        name: version
+        for name, versions in models.items()
+        for version, settings in versions.items()
+        if isinstance(settings, dict) and settings.get("defaultVersion")
+    }
+
+
 def render_config(template: Path, model_store: Path, ports: Ports, token_auth: bool) -> str:
     """The template with ports, addresses, model store and token mode replaced or added."""
     overrides = {

@@ -5,7 +5,6 @@ Teardown sends Ctrl-C (SIGINT) to the launcher and checks that nothing is left l
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -27,12 +26,7 @@ PROPS = ts.read_properties(ROOT / "config.properties")
 # The model names `make demo` serves (one picker group and one compare card each) and the
 # release's default version of each (config.properties `models=`).
 SERVED = sorted({name for name, _ in ts.archives_to_load(PROPS, ROOT / "model_store").values()})
-DEFAULTS = {
-    name: version
-    for name, versions in json.loads(PROPS["models"]).items()
-    for version, how in versions.items()
-    if how.get("defaultVersion")
-}
+DEFAULTS = ts.intended_defaults(PROPS)
 # Without the background-networking flags Chromium tries to reach Google's servers.
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

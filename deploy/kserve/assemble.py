@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from handlers.ctl import version_key
-from handlers.server import archive_manifest, read_properties
+from handlers.server import archive_manifest, intended_defaults, read_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).resolve().parent / "config.properties"
@@ -103,20 +103,6 @@ def find_archives(store: Path) -> dict[str, dict[str, str]]:
             "  make archive CHECKPOINT=runs/<run>/best.pt VERSION=1.0"
         )
     return found
-
-
-def intended_defaults(props: dict[str, str]) -> dict[str, str]:
-    """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
-    try:
-        models = json.loads(props.get("models") or "{}")
-    except ValueError as err:
-        raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
-    return {
-        name: version
-        for name, versions in models.items()
-        for version, settings in versions.items()
-        if isinstance(settings, dict) and settings.get("defaultVersion")
-    }
 
 
 def choose_archives(
