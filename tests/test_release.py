@@ -4,6 +4,7 @@ import json
 import zipfile
 
 import pytest
+from serving_helpers import read_member
 
 from training import release
 
@@ -45,14 +46,9 @@ def test_a_trial_release_archives_a_checked_model_with_its_card(shared_emnist, t
     base = card["training"]["fine_tuned_from"]
     assert base["file"] == str(run / "base" / "best.pt") and base["config"]["limit_train"] == 512
     assert card["training"]["bn_recalibration"]["input"] == str(run / "fine-tune" / "best.pt")
-    assert "Batch-norm statistics recomputed" in z_text(released[0], "MODEL_CARD.md")
+    assert "Batch-norm statistics recomputed" in read_member(released[0], "MODEL_CARD.md").decode()
     assert abs(served["top1"] - tested["top1"]) <= release.AGREEMENT
     assert served["path"].startswith("archive handler")
-
-
-def z_text(mar, member: str) -> str:
-    with zipfile.ZipFile(mar) as z:
-        return z.read(member).decode()
 
 
 @pytest.mark.parametrize(
