@@ -35,7 +35,7 @@ METRICS_PORT ?= 8082
 GRPC_INFERENCE_PORT ?= 7070
 GRPC_MANAGEMENT_PORT ?= 7071
 TOKEN_AUTH ?= 0
-CTL := $(PY) -m handlers.ctl --logs $(LOGS)
+CTL := $(PY) -m serving.ctl --logs $(LOGS)
 
 .PHONY: help install test test-fast lint format train evaluate bench bench-train download clean
 .PHONY: archive serve stop models register unregister set-default demo webapp
@@ -82,9 +82,10 @@ test: install ## run the test suite (slow end-to-end tests included)
 test-fast: install ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the import layers (docs/architecture.md)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -97,7 +98,7 @@ train: install ## train ARCH on PROTOCOL for EPOCHS into RUN (extra flags: TRAIN
 evaluate: install ## evaluate CHECKPOINT on its protocol's test set
 	$(PY) -m training.evaluate $(CHECKPOINT)
 
-bench: install ## serving benchmark suite (~8 min) -> bench/results.{json,md}, bench/*.png (BENCH_ARGS=...)
+bench: install ## serving benchmark suite (~8 min) -> docs/benchmarks/results.{json,md,png} (BENCH_ARGS=...)
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 bench-train: install ## training throughput (images/s) of every architecture on this machine
@@ -105,7 +106,7 @@ bench-train: install ## training throughput (images/s) of every architecture on 
 
 release: install ## train, evaluate and archive the default models as RELEASE_VERSION (RELEASE_ARGS="...")
 	@test -n "$(RELEASE_VERSION)" || { echo "usage: make release RELEASE_VERSION=1.1"; exit 2; }
-	$(PY) -m training.release --version $(RELEASE_VERSION) $(RELEASE_ARGS)
+	$(PY) -m release.recipe --version $(RELEASE_VERSION) $(RELEASE_ARGS)
 
 .PHONY: canvas-realism
 canvas-realism: install ## released models on Hershey-font canvas drawings -> runs/canvas-realism/ (CANVAS_ARGS=...)
@@ -115,7 +116,7 @@ download: install ## fetch the official EMNIST archive into DATA_ROOT (needs int
 	$(PY) -m training.download --root $(DATA_ROOT)
 
 archive: install ## package CHECKPOINT as model_store/<MODEL_NAME>-<VERSION>.mar, then check it
-	$(PY) -m handlers.archive $(CHECKPOINT) $(if $(MODEL_NAME),--name $(MODEL_NAME)) \
+	$(PY) -m serving.archive $(CHECKPOINT) $(if $(MODEL_NAME),--name $(MODEL_NAME)) \
 		$(if $(VERSION),--version $(VERSION)) $(ARCHIVE_ARGS)
 
 serve: install ## start TorchServe (logs in LOGS/), wait until every model is READY, set defaults
@@ -140,7 +141,7 @@ set-default: ## make MODEL's VERSION the one /predictions/MODEL serves
 	$(CTL) set-default $(MODEL) $(VERSION)
 
 demo: install ## TorchServe with model_store/ + the web app on http://127.0.0.1:WEB_PORT until Ctrl-C
-	$(PY) -m webapp.demo --logs $(LOGS) --config $(TS_CONFIG) --web-port $(WEB_PORT) \
+	$(PY) -m serving.demo --logs $(LOGS) --config $(TS_CONFIG) --web-port $(WEB_PORT) \
 		--inference-port $(INFERENCE_PORT) --management-port $(MANAGEMENT_PORT) \
 		--metrics-port $(METRICS_PORT) --grpc-inference-port $(GRPC_INFERENCE_PORT) \
 		--grpc-management-port $(GRPC_MANAGEMENT_PORT)

@@ -5,10 +5,10 @@
 
 Every character of the 47 bymerge classes (62 characters: c, i, j, k, l, m, o, p, s, u, v, w,
 x, y, z drawn in lower case too) is drawn from Hershey vector-font pen paths as the web app's
-canvas draws it (training/stroke_drawings.py: 280x280, black round brush of app.js's width on
+canvas draws it (evaluation/stroke_drawings.py: 280x280, black round brush of app.js's width on
 white, random size, position, slant, rotation, wobble), encoded as PNG, then read by every
 archive in model_store/ through the archive's own preprocessing and model
-(training/drawing_eval.py); an archive reads only the characters it has classes for (the digits
+(evaluation/drawings.py); an archive reads only the characters it has classes for (the digits
 archive: the digits). Reports top-1, top-3, top-1 with look-alikes merged (0/O, 1/I/l,
 2/Z, 5/S, 9/g/q), per class, per font, and the most common confusions; `--brush-sweep N...`
 repeats the overall figures with brushes of canvas/N pixels on the same pen paths.
@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.drawing_eval import drawings_for, evaluate, load_released, load_trained  # noqa: E402
-from training.files import atomic_write, atomic_write_json  # noqa: E402
-from training.stroke_drawings import CANVAS_SIZE, FONTS, app_brush_px, drawing_set  # noqa: E402
+from emnist.files import atomic_write, atomic_write_json  # noqa: E402
+from evaluation.drawings import drawings_for, evaluate, load_released, load_trained  # noqa: E402
+from evaluation.stroke_drawings import CANVAS_SIZE, FONTS, app_brush_px, drawing_set  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=("archive", "repo"),
         default="archive",
         help="archive: the preprocessing.py inside each .mar (what serving runs); "
-        "repo: training/preprocessing.py of this checkout (a change not yet archived)",
+        "repo: emnist/preprocessing.py of this checkout (a change not yet archived)",
     )
     p.add_argument(
         "--checkpoint",

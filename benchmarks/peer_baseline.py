@@ -23,7 +23,7 @@ import torch
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def create_app(checkpoint: Path, workdir: Path) -> Flask:

@@ -11,7 +11,7 @@
    generator process per measurement (benchmarks/serving/loadgen.py);
 3. cold start of `make serve` and `make demo`;
 4. training throughput per architecture (benchmarks/train_throughput.py).
-Writes bench/results.json, bench/results.md and bench/latency_vs_concurrency.png atomically.
+Writes docs/benchmarks/results.json, results.md and latency_vs_concurrency.png atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -32,9 +31,10 @@ import torch
 from benchmarks.serving import cold_start, report, scenarios, stack
 from benchmarks.serving.drawings import drawings
 from benchmarks.serving.scenarios import Config
-from training.checkpoint import atomic_save, make_checkpoint
-from training.files import atomic_write, atomic_write_json
-from training.models import build_model
+from emnist.checkpoint import atomic_save, make_checkpoint
+from emnist.files import atomic_write, atomic_write_json
+from emnist.models import build_model
+from mar import archive
 
 ROOT = stack.ROOT
 
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cold-repeats", type=int, default=2, help="cold starts per make target")
     p.add_argument("--no-cold-start", action="store_true")
     p.add_argument("--no-training", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "bench")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     return p.parse_args(argv)
 
 
@@ -100,9 +100,7 @@ def limit_rows(models: list[stack.Served], runs: dict[str, list[dict]]) -> list[
 
 def peer_checkpoint(folder: Path, labels_from: Path) -> Path:
     """A random-initialised `cnn-seed` (the original architecture) with the shipped labels."""
-    with zipfile.ZipFile(labels_from) as z:
-        index = json.loads(z.read("index_to_name.json"))
-    labels = [index[str(i)] for i in range(len(index))]
+    labels = archive.labels(labels_from)
     torch.manual_seed(0)
     model_args = {"num_classes": len(labels)}
     model = build_model("cnn-seed", **model_args)
@@ -123,7 +121,7 @@ def peer_checkpoint(folder: Path, labels_from: Path) -> Path:
 
 def serving(args, models: list[stack.Served], logs: Path) -> tuple[list[dict], list[dict], dict]:
     pngs = [png for _, png in drawings(max(args.concurrency))]
-    with stack.torchserve(logs / "ts") as server:
+    with stack.torchserve_stack(logs / "ts") as server:
         configs, batching = [], {}
         for i, model in enumerate(models):
             # The archive's own batching, no batching, and for the first model the other

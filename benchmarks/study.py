@@ -32,11 +32,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.files import atomic_write, atomic_write_json
+from emnist.inference import images_to_tensor, predict_logits
+from emnist.models.stats import latency_ms, multiply_adds, parameter_count
 from training.cli import HelpFormatter
-from training.files import atomic_write, atomic_write_json
-from training.inference import images_to_tensor, predict_logits
-from training.model_stats import latency_ms, multiply_adds, parameter_count
 from training.plots import save_figure
 from training.protocol import PROJECT_ROOT, load_protocol, pixel_digests
 

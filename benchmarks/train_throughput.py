@@ -43,8 +43,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.models import build_model, list_models
-from training.models.rcnn import RCNN, ReluLRN
+from emnist.models import build_model, list_models
+from emnist.models.rcnn import RCNN, ReluLRN
 from training.speed import (
     available_cpus,
     configure_cpu_threads,

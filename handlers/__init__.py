@@ -1,5 +1,2 @@
-"""TorchServe serving: the handler, request parsing, archive building and the server control CLI.
-
-Kept import-light: `handlers.parsing` and `handlers.responses` are torch-free so the web app can
-reuse them; only `handlers.emnist_handler` imports torch and TorchServe.
-"""
+"""The code that runs inside a TorchServe worker: `emnist_handler.py`, a thin adapter over the
+core (`emnist/`). Inside an archive the handler sits at the root next to the `emnist/` package."""

@@ -1,8 +1,10 @@
 """TorchServe handler for the EMNIST models: image requests in, top-k labels out.
 
 Inside a model archive this file sits at the root (TorchServe imports it as `emnist_handler` and
-wants exactly one class in it) next to the `handlers/` and `training/` packages the archive
-ships, so serving runs the very preprocessing and model code that training used.
+wants exactly one class in it) next to the `emnist/` package, the core the archive ships, so
+serving runs the very preprocessing and model code that training used. Everything here is
+TorchServe glue: request parsing, preprocessing, the model and the answers are the core's, so
+another Python server could host the same model with an adapter of its own.
 
 The built-in vision handlers are not used: they import captum and assume 3-channel images.
 """
@@ -19,17 +21,18 @@ import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-import training
-from handlers import responses
-from handlers.parsing import DEFAULT_TOPK, RequestError, parse_request
-from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.preprocessing import (
+import emnist
+from emnist import responses
+from emnist.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.labels import LABELS_FILE, load_labels
+from emnist.preprocessing import (
     PREPROCESSING_VERSION,
     InvalidImageError,
     decode_image,
     preprocess,
     to_model_input,
 )
+from emnist.requests import DEFAULT_TOPK, RequestError, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ log = logging.getLogger(__name__)
 # worker avoids oversubscription; model-config.yaml sets it per archive, this variable overrides
 # it at serving time without rebuilding the archive.
 CPU_THREADS_ENV = "EMNIST_CPU_THREADS"
-LABELS_FILE = "index_to_name.json"
 
 
 class EmnistHandler(BaseHandler):
@@ -64,7 +66,7 @@ class EmnistHandler(BaseHandler):
                 f"checkpoint made with preprocessing version {ckpt.get('preprocessing_version')}"
                 f", but this archive ships version {PREPROCESSING_VERSION}"
             )
-        self.labels = responses.load_labels(model_dir / LABELS_FILE)
+        self.labels = load_labels(model_dir / LABELS_FILE)
         if self.labels != list(ckpt["class_names"]):
             raise RuntimeError(f"{LABELS_FILE} disagrees with the checkpoint's class names")
         self.model = model_from_checkpoint(ckpt, self.device)
@@ -88,7 +90,7 @@ class EmnistHandler(BaseHandler):
             len(self.labels),
             self.device,
             threads or "-",
-            Path(training.__file__).parent,
+            Path(emnist.__file__).parent,
         )
 
     def preprocess(self, data):

@@ -1,5 +1,3 @@
-"""EMNIST data, shared preprocessing, model registry, training and evaluation.
-
-Kept import-light on purpose: the TorchServe handler and the web app import submodules of this
-package (`training.preprocessing`, `training.models`), and the web app must not pay for torch.
-"""
+"""Training on the core: EMNIST data (IDX files, the evaluation protocol, the official download),
+the training loop, augmentation, typeset glyphs, fine-tuning, batch-norm recalibration and
+evaluation of a checkpoint or an archive."""

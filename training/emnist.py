@@ -5,7 +5,7 @@ Files keep NIST's names: `emnist-<split>-<train|test>-<images-idx3|labels-idx1>-
 the `gzip/` folder that NIST's archive extracts to, or inside NIST's `gzip.zip`, read in place.
 
 Images come back exactly as stored: uint8 (N, 28, 28), transposed relative to an upright glyph.
-Turning them upright is `training.preprocessing`'s job, so that training and serving share one
+Turning them upright is `emnist.preprocessing`'s job, so that training and serving share one
 definition of the orientation.
 
 Labels are the official integers; their meaning comes only from the official mapping file (letters

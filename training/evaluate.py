@@ -6,7 +6,7 @@
 By default the data source is the one the model was trained on, and the subset is its test set
 (reporting only: checkpoints are selected on validation data during training). A `.mar` is
 evaluated with the code TorchServe runs: the archive's own handler, in a separate interpreter
-that cannot see the repository (handlers/archive_eval.py).
+that cannot see the repository (mar/archive.py).
 """
 
 import argparse
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.archive_eval import archive_probabilities, read_archive_checkpoint
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.files import atomic_write_json
+from emnist.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
+from mar import archive
 from training.cli import HelpFormatter, add_data_arguments
-from training.files import atomic_write_json
-from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.plots import plot_confusion, plot_learning_curves
 from training.protocol import PROJECT_ROOT, load_data
 
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="a best.pt / last.pt written by training.train, or a .mar built by handlers.archive",
+        help="a best.pt / last.pt written by training.train, or a .mar built by serving.archive",
     )
     add_data_arguments(p, default_source="the checkpoint's training data")
     p.add_argument("--subset", choices=["test", "val"], default="test", help="which held-out set")
@@ -80,7 +80,12 @@ def archive_logits(
     """The archive handler's probabilities, as log-probabilities (valid logits: softmax of
     them gives the probabilities back)."""
     gpu_id = (device.index or 0) if device.type == "cuda" else None
-    probabilities, info = archive_probabilities(mar, images, batch_size=batch_size, gpu_id=gpu_id)
+    try:
+        probabilities, info = archive.probabilities(
+            mar, images, batch_size=batch_size, gpu_id=gpu_id
+        )
+    except archive.ArchiveError as err:
+        raise SystemExit(f"error: {err}") from err
     if info["labels"] != list(ckpt["class_names"]):
         raise SystemExit(f"{mar}: index_to_name.json disagrees with its checkpoint's classes")
     # Clamped: a probability that underflowed to 0 would make the loss infinite.
@@ -96,9 +101,12 @@ def default_out(path: Path, is_archive: bool, data: str) -> Path:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     is_archive = args.checkpoint.suffix == ".mar"
-    ckpt = (
-        read_archive_checkpoint(args.checkpoint) if is_archive else load_checkpoint(args.checkpoint)
-    )
+    try:
+        ckpt = (
+            archive.checkpoint(args.checkpoint) if is_archive else load_checkpoint(args.checkpoint)
+        )
+    except archive.ArchiveError as err:
+        raise SystemExit(f"error: {err}") from err
     trained_on = ckpt.get("train_config", {})
     protocol, split = args.protocol, args.split
     if protocol is None and split is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from training.checkpoint import load_checkpoint
+from emnist.checkpoint import load_checkpoint
 from training.protocol import PROJECT_ROOT
 
 

@@ -5,7 +5,7 @@ and O and 0 drawn alike. People drawing on the web app's canvas bring all of tho
 renders every character of a label map in outline fonts, filled as a font renderer fills them
 (not pen strokes: the canvas-realism benchmark draws Hershey pen paths, a source kept out of
 training so that it stays a check), at three weights, on the web app's white 280x280 canvas, and
-converts each render with the one preprocessing (`training/preprocessing.py`), exactly as a
+converts each render with the one preprocessing (`emnist/preprocessing.py`), exactly as a
 canvas drawing is converted in serving. Training mixes them into the EMNIST images
 (`train.py --font-glyphs FRACTION`) where the usual augmentation varies them further.
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from training import preprocessing
+from emnist import preprocessing
 
 # bymerge merges the cases of these letters: their lower-case forms are typeset too, labelled
 # with the capital (the same characters the canvas evaluation draws).
-from training.stroke_drawings import MERGED_CASE
+from emnist.labels import MERGED_CASE
 
 # Sans, serif and monospace, upright and slanted, regular and bold: 16 faces.
 FONT_FILES = (

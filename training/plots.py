@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.files import atomic_write
+from emnist.files import atomic_write
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
+from emnist.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
+from emnist.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.cli import HelpFormatter
 from training.finetune import file_sha256, project_relative
-from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
 from training.protocol import load_data
 
 

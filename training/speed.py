@@ -113,7 +113,7 @@ def maybe_compile(model: nn.Module, enabled: bool, *, mode: str | None = None) -
 
     Compilation happens lazily at the first call; errors there fall back to eager execution
     (`suppress_errors`) instead of ending the run. The compiled wrapper shares the module's
-    parameters; `training.checkpoint.unwrap` recovers the plain module for saving.
+    parameters; `emnist.checkpoint.unwrap` recovers the plain module for saving.
     """
     if not enabled:
         return model

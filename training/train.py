@@ -6,92 +6,25 @@ Writes `best.pt` (the checkpoint with the best validation accuracy; the test set
 looked at) and `last.pt` (the same plus optimizer and RNG state, for `--resume`), atomically.
 """
 
-import argparse
-import ast
 import math
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from emnist.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
+from emnist.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
+from emnist.models import build_model
 from training.augment import PRESETS, augment_batch
-from training.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
-from training.cli import HelpFormatter, add_data_arguments
 from training.finetune import load_base
 from training.font_glyphs import glyph_set, repeats_for
-from training.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
-from training.models import build_model, list_models
-from training.protocol import load_data
+from training.protocol import DataBundle, load_data
 from training.speed import configure_cpu_threads, prepare_for_training
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--arch", choices=list_models(), default="cnn", help="registered model")
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="constructor argument, e.g. --model-arg width=96 --model-arg norm=bn",
-    )
-    add_data_arguments(p, default_source="emnist47")
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images")
-    p.add_argument("--limit-val", type=int, default=None, help="validate on the first N images")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=256, help="images per step")
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="SGD: Nesterov")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=0.05, help="decoupled (AdamW-style)")
-    p.add_argument(
-        "--schedule",
-        choices=["cosine", "onecycle", "constant"],
-        default="cosine",
-        help="learning-rate schedule, per step",
-    )
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up")
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="of the cross-entropy")
-    p.add_argument(
-        "--augment",
-        choices=list(PRESETS),
-        default="affine",
-        help="batched augmentation preset (training/augment.py)",
-    )
-    p.add_argument(
-        "--font-glyphs",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="share of each epoch that is typeset characters (training/font_glyphs.py; 0 = none)",
-    )
-    p.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        metavar="CHECKPOINT",
-        help="start from this checkpoint's weights (fine-tuning; its model args are reused)",
-    )
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
-    p.add_argument("--seed", type=int, default=0, help="weights, shuffling and augmentation")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--out", default=None, help="run folder (default runs/<arch>-<data>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
-    p.add_argument(
-        "--dry-run", action="store_true", help="seconds-long smoke run: 1 epoch on 512 images"
-    )
-    args = p.parse_args(argv)
-    if args.protocol is None and args.split is None:
-        args.protocol = "emnist47"
-    if args.dry_run:
-        args.epochs, args.limit_train, args.limit_val = 1, 512, 256
-    if args.out is None:
-        args.out = f"runs/{args.arch}-{args.protocol or args.split}-s{args.seed}"
-    return args
+from training.train_options import parse_args, parse_model_args
 
 
 def add_font_glyphs(train_x, train_y, class_names: list[str], fraction: float):
@@ -102,20 +35,6 @@ def add_font_glyphs(train_x, train_y, class_names: list[str], fraction: float):
     glyph_x = images_to_tensor(glyphs, train_x.device).repeat(copies, 1, 1, 1)
     glyph_y = torch.from_numpy(labels).to(train_y.device).repeat(copies)
     return torch.cat([train_x, glyph_x]), torch.cat([train_y, glyph_y])
-
-
-def parse_model_args(pairs: list[str]) -> dict:
-    """KEY=VALUE strings to constructor kwargs; values are Python literals or plain strings."""
-    kwargs = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--model-arg expects KEY=VALUE, got {pair!r}")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
-    return kwargs
 
 
 def make_schedule(optimizer, args, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -204,13 +123,40 @@ def hardware_description(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    device = select_device(args.device)
-    if device.type == "cpu":
-        configure_cpu_threads()
-    out = Path(args.out)
+@dataclass
+class Data:
+    """The training and validation tensors, on the training device."""
+
+    bundle: DataBundle
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+
+@dataclass
+class Run:
+    """Everything one training run carries from epoch to epoch (and saves for --resume)."""
+
+    model: nn.Module
+    model_args: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    generator: torch.Generator
+    base_provenance: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"acc": -1.0})
+    best_ckpt: dict | None = None
+    start_epoch: int = 1
+
+    @property
+    def released(self) -> nn.Module:
+        """The weights a checkpoint holds: the EMA average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def load_tensors(args, device: torch.device) -> Data:
     bundle = load_data(protocol=args.protocol, split=args.split, data_root=args.data_root)
     train_x = images_to_tensor(bundle.train_images[: args.limit_train], device)
     train_y = torch.from_numpy(bundle.train_labels[: args.limit_train]).long().to(device)
@@ -218,116 +164,151 @@ def main(argv: list[str] | None = None) -> dict:
     val_y = torch.from_numpy(bundle.val_labels[: args.limit_val]).long().to(device)
     if args.font_glyphs:
         train_x, train_y = add_font_glyphs(train_x, train_y, bundle.class_names, args.font_glyphs)
-    model_args = {"num_classes": len(bundle.class_names), **parse_model_args(args.model_arg)}
-    base = None
+    return Data(bundle, train_x, train_y, val_x, val_y)
+
+
+def build_run(args, data: Data, device: torch.device) -> Run:
+    """The model (from scratch or --init-from), optimizer, schedule, EMA and shuffling RNG."""
+    model_args = {"num_classes": len(data.bundle.class_names), **parse_model_args(args.model_arg)}
+    base, provenance = None, None
     if args.init_from is not None:
-        base, base_provenance = load_base(args.init_from, args.arch, bundle.class_names, model_args)
+        base, provenance = load_base(args.init_from, args.arch, data.bundle.class_names, model_args)
         model_args = dict(base["model_args"])
     model = build_model(args.arch, **model_args).to(device)
     if base is not None:
         model.load_state_dict(base["state_dict"])
         print(f"starting from the weights of {args.init_from}")
-    params = sum(p.numel() for p in model.parameters())
-    print(
-        f"{args.arch} {model_args}: {params:,} parameters | {bundle.name}: "
-        f"{len(train_x):,} train, {len(val_x):,} val images | device {device}"
-    )
-
     optimizer = make_optimizer(model, args)
-    steps_per_epoch = math.ceil(len(train_x) / args.batch_size)
+    steps_per_epoch = math.ceil(len(data.train_x) / args.batch_size)
     scheduler = make_schedule(optimizer, args, steps_per_epoch)
     ema = None
     if args.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=ema_with_warmup(args.ema),
-            use_buffers=True,
+            model, multi_avg_fn=ema_with_warmup(args.ema), use_buffers=True
         )
     generator = torch.Generator().manual_seed(args.seed)
-    history, best, best_ckpt, start_epoch = [], {"acc": -1.0}, None, 1
-    if args.resume and (out / "last.pt").exists():
-        state = load_checkpoint(out / "last.pt")
-        model.load_state_dict(state["resume"]["model"])
-        optimizer.load_state_dict(state["resume"]["optimizer"])
-        scheduler.load_state_dict(state["resume"]["scheduler"])
-        generator.set_state(state["resume"]["generator"])
-        if ema is not None:
-            ema.load_state_dict(state["resume"]["ema"])
-        history, best = state["history"], state["resume"]["best"]
-        best_ckpt = load_checkpoint(out / "best.pt")
-        start_epoch = history[-1]["epoch"] + 1 if history else 1
-        print(f"resuming from {out / 'last.pt'} at epoch {start_epoch}")
-    model = prepare_for_training(model, device, compile=args.compile)
+    return Run(model, model_args, optimizer, scheduler, ema, generator, provenance)
 
+
+def resume(run: Run, out: Path) -> None:
+    """Continue from `out/last.pt`: weights, optimizer, schedule, RNG, EMA and history."""
+    state = load_checkpoint(out / "last.pt")
+    run.model.load_state_dict(state["resume"]["model"])
+    run.optimizer.load_state_dict(state["resume"]["optimizer"])
+    run.scheduler.load_state_dict(state["resume"]["scheduler"])
+    run.generator.set_state(state["resume"]["generator"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["resume"]["ema"])
+    run.history, run.best = state["history"], state["resume"]["best"]
+    run.best_ckpt = load_checkpoint(out / "best.pt")
+    run.start_epoch = run.history[-1]["epoch"] + 1 if run.history else 1
+    print(f"resuming from {out / 'last.pt'} at epoch {run.start_epoch}")
+
+
+def run_epoch(run: Run, data: Data, args, epoch: int, device: torch.device) -> dict:
+    """Train one epoch, validate the released weights, append and print the epoch's record."""
+    started = time.perf_counter()
+    train = train_one_epoch(
+        run.model,
+        data.train_x,
+        data.train_y,
+        run.optimizer,
+        run.scheduler,
+        args=args,
+        generator=run.generator,
+        ema=run.ema,
+    )
+    seconds = time.perf_counter() - started
+    val = evaluate(run.released, data.val_x, data.val_y, amp=device.type == "cuda")
+    record = {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "val_top3": val["top3"],
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+        "images_per_second": train["images"] / seconds,
+    }
+    run.history.append(record)
+    print(
+        f"epoch {epoch} | train loss {train['loss']:.3f} | val loss {val['loss']:.3f} | "
+        f"val acc {100 * val['acc']:.2f}% | {seconds:.1f} s "
+        f"({train['images'] / seconds:.0f} img/s)",
+        flush=True,
+    )
+    return record
+
+
+def save_checkpoints(run: Run, data: Data, args, record: dict, device: torch.device) -> None:
+    """best.pt (selected on validation accuracy) and last.pt (plus the state --resume needs)."""
+    metrics = {
+        "val_acc": record["val_acc"],
+        "val_top3": record["val_top3"],
+        "val_loss": record["val_loss"],
+        "epoch": record["epoch"],
+        "parameters": sum(p.numel() for p in unwrap(run.model).parameters()),
+        "hardware": hardware_description(device),
+        "train_seconds": sum(h["seconds"] for h in run.history),
+    }
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress")}
     config["init_from"] = None if args.init_from is None else str(args.init_from)
-    for epoch in range(start_epoch, args.epochs + 1):
-        started = time.perf_counter()
-        train = train_one_epoch(
-            model, train_x, train_y, optimizer, scheduler, args=args, generator=generator, ema=ema
-        )
-        seconds = time.perf_counter() - started
-        released = ema.module if ema is not None else model
-        val = evaluate(released, val_x, val_y, amp=device.type == "cuda")
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train["loss"],
-                "train_acc": train["acc"],
-                "val_loss": val["loss"],
-                "val_acc": val["acc"],
-                "val_top3": val["top3"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "images_per_second": train["images"] / seconds,
-            }
-        )
-        print(
-            f"epoch {epoch} | train loss {train['loss']:.3f} | val loss {val['loss']:.3f} | "
-            f"val acc {100 * val['acc']:.2f}% | {seconds:.1f} s "
-            f"({train['images'] / seconds:.0f} img/s)",
-            flush=True,
-        )
-        metrics = {
-            "val_acc": val["acc"],
-            "val_top3": val["top3"],
-            "val_loss": val["loss"],
-            "epoch": epoch,
-            "parameters": params,
-            "hardware": hardware_description(device),
-            "train_seconds": sum(h["seconds"] for h in history),
-        }
-        ckpt = make_checkpoint(
-            model=released,
-            arch=args.arch,
-            model_args=model_args,
-            class_names=bundle.class_names,
-            train_config=config,
-            data=bundle.provenance,
-            metrics=metrics,
-            history=history,
-            extra=None if base is None else {"base": base_provenance},
-        )
-        if val["acc"] > best["acc"]:
-            best, best_ckpt = {"acc": val["acc"], "epoch": epoch}, ckpt
-        else:
-            # Keep the selected weights and metrics, but the whole run's learning curves.
-            best_ckpt["history"] = history
-            best_ckpt["metrics"]["train_seconds"] = metrics["train_seconds"]
-        atomic_save(best_ckpt, out / "best.pt")
-        resume = {
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "best": best,
-        }
-        atomic_save({**ckpt, "resume": resume}, out / "last.pt")
+    ckpt = make_checkpoint(
+        model=run.released,
+        arch=args.arch,
+        model_args=run.model_args,
+        class_names=data.bundle.class_names,
+        train_config=config,
+        data=data.bundle.provenance,
+        metrics=metrics,
+        history=run.history,
+        extra=None if run.base_provenance is None else {"base": run.base_provenance},
+    )
+    if record["val_acc"] > run.best["acc"]:
+        run.best, run.best_ckpt = {"acc": record["val_acc"], "epoch": record["epoch"]}, ckpt
+    else:
+        # Keep the selected weights and metrics, but the whole run's learning curves.
+        run.best_ckpt["history"] = run.history
+        run.best_ckpt["metrics"]["train_seconds"] = metrics["train_seconds"]
+    out = Path(args.out)
+    atomic_save(run.best_ckpt, out / "best.pt")
+    state = {
+        "model": unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "generator": run.generator.get_state(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "best": run.best,
+    }
+    atomic_save({**ckpt, "resume": state}, out / "last.pt")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv, __doc__)
+    torch.manual_seed(args.seed)
+    device = select_device(args.device)
+    if device.type == "cpu":
+        configure_cpu_threads()
+    data = load_tensors(args, device)
+    run = build_run(args, data, device)
+    params = sum(p.numel() for p in run.model.parameters())
+    print(
+        f"{args.arch} {run.model_args}: {params:,} parameters | {data.bundle.name}: "
+        f"{len(data.train_x):,} train, {len(data.val_x):,} val images | device {device}"
+    )
+    out = Path(args.out)
+    if args.resume and (out / "last.pt").exists():
+        resume(run, out)
+    run.model = prepare_for_training(run.model, device, compile=args.compile)
+    for epoch in range(run.start_epoch, args.epochs + 1):
+        record = run_epoch(run, data, args, epoch, device)
+        save_checkpoints(run, data, args, record, device)
+    best = run.best
     print(
         f"best val acc {100 * best['acc']:.2f}% at epoch {best.get('epoch')} -> {out / 'best.pt'}"
     )
-    return {"best": best, "out": str(out), "history": history}
+    return {"best": best, "out": str(out), "history": run.history}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The web app: a drawing page and a JSON API in front of TorchServe.
 
 `create_app(test_config=None)` builds it; `python -m webapp` serves it with waitress and
-`python -m webapp.demo` (`make demo`) starts TorchServe and the app together. Settings come from
+`python -m serving.demo` (`make demo`) starts TorchServe and the app together. Settings come from
 the defaults below, then environment variables (`EMNIST_INFERENCE_URL`, ...), then `test_config`.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from handlers import responses
+from emnist import responses
 from webapp.kserve_client import PROTOCOLS, KServeV1Client
 from webapp.torchserve_client import TorchServeClient
 

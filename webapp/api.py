@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from handlers.parsing import RequestError, decode_image_string, parse_request, parse_topk
-from training.preprocessing import InvalidImageError, decode_image, preprocess, preview_png
+from emnist.preprocessing import InvalidImageError, decode_image, preprocess, preview_png
+from emnist.requests import RequestError, decode_image_string, parse_request, parse_topk
 from webapp import error_response
 from webapp.torchserve_client import TorchServeClient, TorchServeError
 
@@ -50,14 +50,16 @@ def upstream_error(err: TorchServeError):
 
 @bp.post("/api/predict")
 def predict():
-    ts, sent = client(), []
+    upstream, sent = client(), []
 
     def send(image: bytes, content_type: str, params: dict[str, Any]) -> None:
         model = _name(params.get("model") or current_app.config["DEFAULT_MODEL"], "model")
         version = params.get("version") or None
         if version is not None:
             version = _name(version, "version")
-        sent.append(pool.submit(ts.predict, model, version, image, content_type, _topk(params)))
+        sent.append(
+            pool.submit(upstream.predict, model, version, image, content_type, _topk(params))
+        )
 
     # TorchServe predicts while this thread makes the preview: on 2 cores the two overlap,
     # which takes the preview (about 1.5 ms) off the answer's latency (docs/benchmarks.md).
@@ -72,12 +74,12 @@ def compare():
     """The drawing through every registered model's default version, concurrently."""
     drawing = read_drawing()
     topk = _topk(drawing.params)
-    ts = client()
-    names = ts.model_names()
+    upstream = client()
+    names = upstream.model_names()
 
     def run(name: str) -> dict[str, Any]:
         try:
-            result = ts.predict(name, None, drawing.image, drawing.content_type, topk)
+            result = upstream.predict(name, None, drawing.image, drawing.content_type, topk)
         except TorchServeError as err:
             return {"model": name, "error": err.message, "code": err.status}
         body = _result(result.body, result.latency_ms, drawing)
@@ -107,17 +109,21 @@ def models():
 
 @bp.get("/healthz")
 def healthz():
-    ts = client()
+    upstream = client()
     try:
-        status = ts.ping().get("status", "unknown")
+        status = upstream.ping().get("status", "unknown")
     except TorchServeError as err:
-        body = {"status": "degraded", "app": "ok", "torchserve": _ts_info(ts, False, err.message)}
+        body = {
+            "status": "degraded",
+            "app": "ok",
+            "torchserve": _ts_info(upstream, False, err.message),
+        }
         return jsonify(body), 503, {"Retry-After": "5"}
     reachable = status == "Healthy"
     body = {
         "status": "ok" if reachable else "degraded",
         "app": "ok",
-        "torchserve": _ts_info(ts, reachable, f"TorchServe says {status}"),
+        "torchserve": _ts_info(upstream, reachable, f"TorchServe says {status}"),
     }
     return jsonify(body), 200 if reachable else 503
 
@@ -212,5 +218,5 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
-def _ts_info(ts: TorchServeClient, reachable: bool, message: str) -> dict[str, Any]:
-    return {"reachable": reachable, "url": ts.inference_url, "message": message}
+def _ts_info(upstream: TorchServeClient, reachable: bool, message: str) -> dict[str, Any]:
+    return {"reachable": reachable, "url": upstream.inference_url, "message": message}

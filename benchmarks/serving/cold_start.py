@@ -20,8 +20,9 @@ import psutil
 
 from benchmarks.serving.loadgen import top_predictions
 from benchmarks.serving.scenarios import post
-from benchmarks.serving.stack import ROOT, default_models, free_ports
-from handlers import server as ts
+from benchmarks.serving.stack import ROOT, default_models
+from serving import processes
+from serving.processes import LOOPBACK, free_ports
 
 PORT_VARIABLES = (
     "INFERENCE_PORT",
@@ -68,9 +69,9 @@ def measure(target: str, png: bytes, timeout: float = 120) -> float:
         *ports, spare = free_ports(6)
         web_port = spare if target == "demo" else None
         if target == "demo":
-            url = f"http://{ts.LOOPBACK}:{web_port}/api/predict"
+            url = f"http://{LOOPBACK}:{web_port}/api/predict"
         else:
-            url = f"http://{ts.LOOPBACK}:{ports[0]}/predictions/{model}"
+            url = f"http://{LOOPBACK}:{ports[0]}/predictions/{model}"
         started = time.monotonic()
         process = launch(target, logs, ports, web_port)
         try:
@@ -80,16 +81,16 @@ def measure(target: str, png: bytes, timeout: float = 120) -> float:
                 stop_demo(process)
             else:
                 process.wait(timeout)
-                server = ts.Server.load(logs)
+                server = processes.find_torchserve(logs)
                 if server is not None:
-                    ts.stop(server)
+                    processes.stop_torchserve(server)
 
 
 def stop_demo(make: subprocess.Popen) -> None:
-    """SIGTERM to the `python -m webapp.demo` under make: it stops the app and TorchServe."""
+    """SIGTERM to the `python -m serving.demo` under make: it stops the app and TorchServe."""
     with contextlib.suppress(psutil.NoSuchProcess):
         for child in psutil.Process(make.pid).children(recursive=True):
-            if "webapp.demo" in " ".join(child.cmdline()):
+            if "serving.demo" in " ".join(child.cmdline()):
                 child.send_signal(signal.SIGTERM)
     try:
         make.wait(60)

@@ -1,7 +1,7 @@
 """Start and stop what the benchmark measures, on free loopback ports, stopped by PID.
 
-TorchServe starts through `handlers.server` (the code `make serve` runs) in a private work
-folder, with the shipped archives of model_store/ and the default versions of
+TorchServe starts through `serving.processes.serve` (the code `make serve` runs) in a private
+work folder, with the shipped archives of model_store/ and the default versions of
 config.properties `models=` (read at run time: the lead may ship new versions). The web app is
 `python -m webapp` (waitress) in its own process, as `make demo` runs it.
 """
@@ -12,20 +12,16 @@ import contextlib
 import http.client
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
-from handlers import ctl
-from handlers import server as ts
-from handlers.management import Management
-from webapp.demo import stop_process
+from serving import processes, torchserve
+from serving.management import Management
+from serving.processes import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config.properties"
@@ -40,31 +36,11 @@ class Served:
     archive: str
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free on loopback right now (held open together so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((ts.LOOPBACK, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def torchserve_args(logs: Path, ports: list[int]) -> list[str]:
-    """`handlers.ctl` arguments for `start` on the given five ports (what make serve passes)."""
-    names = ("inference", "management", "metrics", "grpc-inference", "grpc-management")
-    return ["--logs", str(logs), "start", "--config", str(CONFIG)] + [
-        f"--{name}-port={port}" for name, port in zip(names, ports, strict=True)
-    ]
-
-
 def default_models() -> list[Served]:
     """The models `make serve` loads, each at the default version it would set."""
-    props = ts.read_properties(CONFIG)
+    props = torchserve.read_properties(CONFIG)
     store = ROOT / props.get("model_store", "model_store")
-    archives = ts.archives_to_load(props, store)
+    archives = torchserve.archives_to_load(props, store)
     intended = {}
     for name, versions in json.loads(props.get("models") or "{}").items():
         for version, settings in versions.items():
@@ -77,24 +53,23 @@ def default_models() -> list[Served]:
     for name, versions in by_name.items():
         version = intended.get(name)
         if version not in versions:
-            version = max(versions, key=ctl.version_key)
+            version = max(versions, key=torchserve.version_key)
         served[name] = Served(name, version, versions[version])
     return [served[n] for n in sorted(served)]
 
 
 @contextlib.contextmanager
-def torchserve(logs: Path):
+def torchserve_stack(logs: Path):
     """TorchServe as `make serve` starts it, READY with defaults set; stopped on exit."""
-    ports = free_ports(5)
-    ctl.main(torchserve_args(logs, ports))
-    server = ts.Server.load(logs)
-    try:
+    names = torchserve.Ports.__dataclass_fields__
+    ports = torchserve.Ports(**dict(zip(names, free_ports(5), strict=True)))
+    with processes.torchserve_running(CONFIG, logs, ports=ports) as server:
         yield server
-    finally:
-        ts.stop(server)
 
 
-def register_variant(server: ts.Server, model: Served, batch_size: int, delay_ms: int) -> str:
+def register_variant(
+    server: processes.Server, model: Served, batch_size: int, delay_ms: int
+) -> str:
     """The same archive registered again as `<name>-b<size>d<delay>` with other batching.
 
     TorchServe's register API takes batch_size and max_batch_delay over the archive's
@@ -118,7 +93,7 @@ def register_variant(server: ts.Server, model: Served, batch_size: int, delay_ms
     return name
 
 
-def torchserve_processes(server: ts.Server) -> dict[str, list[int]]:
+def torchserve_processes(server: processes.Server) -> dict[str, list[int]]:
     """The frontend's PID and its workers' (all models: only the measured one is busy)."""
     try:
         workers = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
@@ -127,51 +102,17 @@ def torchserve_processes(server: ts.Server) -> dict[str, list[int]]:
     return {"ts_frontend": [server.pid], "ts_workers": workers}
 
 
-def describe(server: ts.Server, name: str, version: str) -> dict:
+def describe(server: processes.Server, name: str, version: str) -> dict:
     info = Management(server.endpoints).describe(name, version)
     return {"batch_size": info["batchSize"], "max_batch_delay_ms": info["maxBatchDelay"]}
 
 
-def spawn(command: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    """Until GET url answers anything (the server listens), or fail with its exit status."""
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with status {process.returncode}")
-        with contextlib.suppress(OSError):
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
-            connection.request("GET", parts.path or "/")
-            connection.getresponse().read()
-            connection.close()
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
-
-
 @contextlib.contextmanager
-def webapp(server: ts.Server, logs: Path, threads: int | None = None):
+def webapp(server: processes.Server, logs: Path, threads: int | None = None):
     """`python -m webapp` (waitress) in front of `server`; yields its base URL and PID."""
-    port = free_ports(1)[0]
-    endpoints = server.endpoints
-    command = [sys.executable, "-m", "webapp", "--host", ts.LOOPBACK, "--port", str(port)]
-    command += ["--inference-url", endpoints.inference, "--management-url", endpoints.management]
-    if threads:
-        command += ["--threads", str(threads)]
-    process = spawn(command, logs / "webapp.log")
-    try:
-        url = f"http://{ts.LOOPBACK}:{port}"
-        wait_http(f"{url}/healthz", process)
-        yield url, process.pid
-    finally:
-        stop_process(process, timeout=15)
+    extra = ["--threads", str(threads)] if threads else []
+    with processes.webapp(server.endpoints, logs / "webapp.log", *extra) as (url, child):
+        yield url, child.pid
 
 
 @contextlib.contextmanager
@@ -180,20 +121,20 @@ def peer(checkpoint: Path, logs: Path):
     port = free_ports(1)[0]
     command = [sys.executable, "-m", "benchmarks.peer_baseline", str(checkpoint)]
     command += ["--port", str(port), "--workdir", str(logs / "peer")]
-    process = spawn(command, logs / "peer.log")
+    child = processes.spawn(command, logs / "peer.log")
     try:
-        url = f"http://{ts.LOOPBACK}:{port}"
-        wait_http(f"{url}/", process)
-        yield url, process.pid
+        url = f"http://{processes.LOOPBACK}:{port}"
+        processes.wait_http(f"{url}/", child)
+        yield url, child.pid
     finally:
-        stop_process(process, timeout=15)
+        child.stop()
 
 
 def environment_note() -> dict:
     return {"cpus": len(os.sched_getaffinity(0)), "load_avg_1m": os.getloadavg()[0]}
 
 
-def backend_metrics(server: ts.Server) -> dict[str, dict]:
+def backend_metrics(server: processes.Server) -> dict[str, dict]:
     """TorchServe's own counters per model: mean queue and inference time per request (ms).
 
     `ts_queue_latency_microseconds` is the time a request waited in the frontend's queue;

@@ -23,8 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from handlers.ctl import version_key
-from handlers.server import archive_manifest, intended_defaults, read_properties
+from serving.torchserve import archive_manifest, intended_defaults, read_properties, version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).resolve().parent / "config.properties"

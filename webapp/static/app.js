@@ -3,8 +3,10 @@
 "use strict";
 
 (() => {
-  const EXPORT_SIDE = 280; // what is uploaded: a small PNG, independent of the screen's DPR
-  const STROKE_RATIO = 1 / 18; // pen width relative to the canvas side
+  // From emnist/canvas.py through the template: the evaluations draw with the same pen.
+  // EXPORT_SIDE is what is uploaded: a small PNG, independent of the screen's DPR.
+  const EXPORT_SIDE = Number(document.body.dataset.canvasSize);
+  const STROKE_RATIO = Number(document.body.dataset.brushRatio); // pen width / canvas side
   const DEBOUNCE_MS = 300;
 
   const $ = (id) => document.getElementById(id);

@@ -1,0 +1,1 @@
+"""Orchestration above training and serving: the release recipe (`python -m release.recipe`)."""

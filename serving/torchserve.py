@@ -1,0 +1,147 @@
+"""One TorchServe's configuration: ports, the rendered config.properties, what it loads.
+
+`render_config` turns a template (config.properties) into the file a server runs with: ports
+overridden, every listener on 127.0.0.1, the model store made absolute. `archives_to_load` and
+`intended_defaults` read what `load_models` and `models=` ask for. Starting and stopping the
+process is `serving.processes`; talking to it, `serving.management`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from mar import archive
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """`key=value` lines of a Java properties file (comments skipped; one line per value)."""
+    props = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def intended_defaults(props: dict[str, str]) -> dict[str, str]:
+    """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
+    try:
+        models = json.loads(props.get("models") or "{}")
+    except ValueError as err:
+        raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
+    return {
+        name: version
+        for name, versions in models.items()
+        for version, settings in versions.items()
+        if isinstance(settings, dict) and settings.get("defaultVersion")
+    }
+
+
+def render_config(template: Path, model_store: Path, ports: Ports, token_auth: bool) -> str:
+    """The template with ports, addresses, model store and token mode replaced or added."""
+    overrides = {
+        "inference_address": f"http://{LOOPBACK}:{ports.inference}",
+        "management_address": f"http://{LOOPBACK}:{ports.management}",
+        "metrics_address": f"http://{LOOPBACK}:{ports.metrics}",
+        "grpc_inference_address": LOOPBACK,
+        "grpc_management_address": LOOPBACK,
+        "grpc_inference_port": str(ports.grpc_inference),
+        "grpc_management_port": str(ports.grpc_management),
+        "model_store": str(model_store.resolve()),
+        # Workflows (.war) come from the same folder; TorchServe's cwd is the work folder.
+        "workflow_store": str(model_store.resolve()),
+    }
+    if token_auth:
+        overrides["disable_token_authorization"] = "false"
+    lines = []
+    for line in template.read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and not line.lstrip().startswith(("#", "!")) and key in overrides:
+            line = f"{key}={overrides.pop(key)}"
+        lines.append(line)
+    lines += [f"{key}={value}" for key, value in overrides.items()]
+    return "\n".join(lines) + "\n"
+
+
+def archives_to_load(props: dict[str, str], model_store: Path) -> dict[str, tuple[str, str]]:
+    """{archive file: (model name, version)} that `load_models` asks for at start-up."""
+    wanted = props.get("load_models", "").strip()
+    if not wanted or wanted.lower() == "standalone":
+        return {}
+    if wanted.lower() == "all":
+        entries = [(None, p.name) for p in sorted(model_store.glob("*.mar"))]
+    else:
+        entries = [(e.split("=", 1) if "=" in e else (None, e)) for e in wanted.split(",")]
+    result = {}
+    for name, file in entries:
+        file = file.strip()
+        manifest = archive_manifest(model_store / file)
+        result[file] = (
+            name.strip() if name else manifest["modelName"],
+            manifest["modelVersion"],
+        )
+    return result
+
+
+def archive_manifest(path: Path) -> dict:
+    try:
+        return archive.manifest(path)
+    except archive.ArchiveError as err:
+        raise SystemExit(f"error: {path} is not a readable model archive: {err}") from err
+
+
+def java_major_version() -> int | None:
+    # The launcher runs $JAVA_HOME/bin/java when JAVA_HOME is set, else `java` from PATH.
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if java is None or not os.path.exists(java):
+        return None
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    # `openjdk version "17.0.15" 2025-04-15` (or "1.8.0_..." for Java 8).
+    version = out.split('"')[1] if out.count('"') >= 2 else "0"
+    parts = version.split(".")
+    return int(parts[1] if parts[0] == "1" else parts[0].split("-")[0])
+
+
+def ports_of(props: dict[str, str]) -> dict[str, int]:
+    """The five ports of a rendered config.properties, as `Ports` fields."""
+    defaults = Ports()
+
+    def port(address_key: str, default: int) -> int:
+        address = props.get(address_key, "")
+        return int(address.rsplit(":", 1)[1]) if ":" in address.split("//")[-1] else default
+
+    return {
+        "inference": port("inference_address", defaults.inference),
+        "management": port("management_address", defaults.management),
+        "metrics": port("metrics_address", defaults.metrics),
+        "grpc_inference": int(props.get("grpc_inference_port", defaults.grpc_inference)),
+        "grpc_management": int(props.get("grpc_management_port", defaults.grpc_management)),
+    }
+
+
+def version_key(version: str):
+    """Orders versions as numbers (1.10 after 1.9); non-PEP 440 versions rank below, by name."""
+    try:
+        return (1, Version(version), version)
+    except InvalidVersion:
+        return (0, Version("0"), version)

@@ -1,0 +1,307 @@
+"""The web app through Flask's test client, without Java: TorchServe down (503), silent (504),
+or a small fake on loopback that answers like TorchServe 0.12 (success, 404, 400 paths)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+from PIL import Image
+from support.servers import blank_png, drawing_png, free_ports, truncated_png
+
+from webapp import create_app
+
+PNG = drawing_png("L")
+B64 = base64.b64encode(PNG).decode()
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FakeTorchServe(BaseHTTPRequestHandler):
+    """emnist-cnn 1.0 (default) and 2.0, emnist-rcnn 1.0; records what it was sent."""
+
+    seen: ClassVar[list[dict]] = []  # shared on purpose: the tests read what was sent
+    models: ClassVar[dict[str, list[str]]] = {"emnist-cnn": ["1.0", "2.0"], "emnist-rcnn": ["1.0"]}
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def reply(self, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        path = self.path.split("?")[0].strip("/").split("/")
+        if path == ["ping"]:
+            return self.reply(200, {"status": "Healthy"})
+        if path == ["models"]:
+            return self.reply(200, {"models": [{"modelName": n} for n in self.models]})
+        if path[0] == "models" and path[1] in self.models:
+            versions = self.models[path[1]] if path[2:] == ["all"] else ["1.0"]
+            return self.reply(200, [{"modelVersion": v} for v in versions])
+        self.reply(404, {"code": 404, "message": "Model not found"})
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _, name, *version = self.path.strip("/").split("/")
+        if name not in self.models or (version and version[0] not in self.models[name]):
+            return self.reply(404, {"code": 404, "message": f"Model not found: {name}"})
+        self.seen.append({"headers": dict(self.headers), "body": body, "path": self.path})
+        if body.startswith(b"BAD"):
+            return self.reply(400, {"code": 400, "message": "the image data is corrupt"})
+        topk = int(self.headers.get("X-TopK", 5))
+        predictions = [{"label": label, "probability": 0.5} for label in "LI1C7"[:topk]]
+        version = version[0] if version else "1.0"
+        self.reply(200, {"model": name, "version": version, "empty": False,
+                         "predictions": predictions, "batch_size": 1})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fake_torchserve():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def client(fake_torchserve):
+    app = create_app({"INFERENCE_URL": fake_torchserve, "MANAGEMENT_URL": fake_torchserve})
+    FakeTorchServe.seen.clear()
+    return app.test_client()
+
+
+@pytest.fixture
+def down_client():
+    """TorchServe not listening: a loopback port nothing is bound to."""
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
+    return create_app({"INFERENCE_URL": url, "MANAGEMENT_URL": url}).test_client()
+
+
+def test_predict_multipart_returns_predictions_preview_and_latency(client):
+    response = client.post("/api/predict", data={"image": (io.BytesIO(PNG), "a.png"), "topk": "3"})
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["model"] == "emnist-cnn" and body["version"] == "1.0" and body["empty"] is False
+    assert [p["label"] for p in body["predictions"]] == ["L", "I", "1"]
+    assert body["preview"].startswith("data:image/png;base64,")
+    preview = Image.open(io.BytesIO(base64.b64decode(body["preview"].split(",", 1)[1])))
+    assert preview.size == (28, 28)
+    assert body["latency_ms"] >= 0
+    sent = FakeTorchServe.seen[-1]
+    # The original bytes go through; topk as a header (TorchServe drops query strings).
+    assert sent["body"] == PNG and sent["headers"]["Content-Type"] == "image/png"
+    assert sent["headers"]["X-TopK"] == "3" and sent["path"] == "/predictions/emnist-cnn"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"data": PNG, "content_type": "image/png"}, "/predictions/emnist-cnn"),
+        ({"json": {"image": B64, "model": "emnist-rcnn"}}, "/predictions/emnist-rcnn"),
+        ({"json": {"image": f"data:image/png;base64,{B64}", "version": "2.0"}}, None),
+        ({"data": f"data:image/png;base64,{B64}", "content_type": "text/plain"}, None),
+    ],
+    ids=["raw-bytes", "json-base64-model", "json-data-url-version", "data-url-text"],
+)
+def test_predict_accepts_every_request_shape(client, kwargs, path):
+    response = client.post("/api/predict", **kwargs)
+    assert response.status_code == 200, response.json
+    assert FakeTorchServe.seen[-1]["body"] == PNG
+    if path:
+        assert FakeTorchServe.seen[-1]["path"] == path
+    if "version" in kwargs.get("json", {}):
+        assert FakeTorchServe.seen[-1]["path"] == "/predictions/emnist-cnn/2.0"
+
+
+def test_model_and_version_from_the_query_string(client):
+    response = client.post(
+        "/api/predict?model=emnist-cnn&version=2.0&topk=2", data=PNG, content_type="image/png"
+    )
+    assert response.status_code == 200
+    assert response.json["version"] == "2.0" and len(response.json["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({}, "empty"),
+        ({"data": b"", "content_type": "image/png"}, "empty"),
+        ({"data": b"\x00\x01not an image\xff" * 20, "content_type": "image/png"}, "not a readable"),
+        ({"data": truncated_png(), "content_type": "image/png"}, "truncated"),
+        ({"data": png_of_size(4097, 8), "content_type": "image/png"}, "4096"),
+        ({"data": b"\x89PNG" + b"\0" * (2 * 1024 * 1024), "content_type": "image/png"}, "2 MB"),
+        ({"json": {"image": "%%% not base64 %%%"}}, "base64"),
+        ({"json": {"picture": B64}}, '"image"'),
+        ({"data": "{not json", "content_type": "application/json"}, "JSON"),
+        ({"data": {"other": (io.BytesIO(b""), "")}}, "empty"),
+        ({"data": {"text": "hi"}, "content_type": "multipart/form-data"}, "no image"),
+        ({"json": {"image": B64, "topk": 0}}, "topk"),
+        ({"json": {"image": B64, "topk": "three"}}, "topk"),
+    ],
+    ids=[
+        "no-body", "empty-body", "garbage", "truncated-png", "too-wide", "over-2mb", "bad-base64",
+        "json-without-image", "broken-json", "empty-file", "form-without-image", "topk-0",
+        "topk-text",
+    ],
+)  # fmt: skip
+def test_bad_inputs_get_a_400_with_a_message(client, kwargs, fragment):
+    response = client.post("/api/predict", **kwargs)
+    assert response.status_code == 400, response.json
+    assert response.is_json and response.json["code"] == 400
+    assert fragment.lower() in response.json["message"].lower()
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert not FakeTorchServe.seen  # refused before reaching TorchServe
+
+
+def test_form_encoded_bodies_are_refused_with_a_hint(client):
+    response = client.post(
+        "/api/predict", data=B64, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 415 and "curl -T" in response.json["message"]
+
+
+def test_torchserve_refusing_the_image_is_a_400_with_its_message(client, monkeypatch):
+    import webapp.api
+
+    real = webapp.api.read_drawing
+
+    def with_bad_bytes(on_valid):
+        # TorchServe is sent bytes that the app's own check would have refused.
+        return real(lambda _image, content_type, params: on_valid(b"BAD", content_type, params))
+
+    monkeypatch.setattr(webapp.api, "read_drawing", with_bad_bytes)
+    response = client.post("/api/predict", data=PNG, content_type="image/png")
+    assert response.status_code == 400 and "corrupt" in response.json["message"]
+
+
+@pytest.mark.parametrize(
+    "query", ["model=nope", "model=emnist-cnn&version=9.9", "model=../models", "version=1.0%2F.."]
+)
+def test_unknown_models_and_versions_are_404(client, query):
+    response = client.post(f"/api/predict?{query}", data=PNG, content_type="image/png")
+    assert response.status_code == 404 and "/api/models" in response.json["message"]
+
+
+def test_blank_drawing_preview_is_empty(client):
+    response = client.post("/api/predict", data=blank_png(), content_type="image/png")
+    assert response.status_code == 200
+
+
+def test_compare_runs_every_default_model(client):
+    response = client.post("/api/compare", data={"image": (io.BytesIO(PNG), "a.png")})
+    assert response.status_code == 200
+    results = response.json["results"]
+    assert [(r["model"], r["version"]) for r in results] == [
+        ("emnist-cnn", "1.0"),
+        ("emnist-rcnn", "1.0"),
+    ]
+    assert all(r["latency_ms"] >= 0 and r["predictions"] for r in results)
+    assert response.json["preview"].startswith("data:image/png;base64,")
+
+
+def test_models_lists_versions_and_defaults(client):
+    response = client.get("/api/models")
+    assert response.json == {
+        "models": [
+            {"name": "emnist-cnn", "default": "1.0", "versions": ["1.0", "2.0"]},
+            {"name": "emnist-rcnn", "default": "1.0", "versions": ["1.0"]},
+        ],
+        "default_model": "emnist-cnn",
+    }
+
+
+def test_healthz_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json["torchserve"]["reachable"] is True
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("post", "/api/predict", {"data": PNG, "content_type": "image/png"}),
+        ("post", "/api/compare", {"data": PNG, "content_type": "image/png"}),
+        ("get", "/api/models", {}),
+        ("get", "/healthz", {}),
+    ],
+)
+def test_torchserve_down_is_503_with_retry_after(down_client, method, path, kwargs):
+    response = getattr(down_client, method)(path, **kwargs)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "not reachable" in json.dumps(response.json)
+
+
+def test_torchserve_silent_is_504():
+    """A listener that accepts connections and never answers: the read timeout fires."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        app = create_app({"INFERENCE_URL": url, "MANAGEMENT_URL": url, "READ_TIMEOUT": 0.3})
+        response = app.test_client().post("/api/predict", data=PNG, content_type="image/png")
+    assert response.status_code == 504 and "did not answer" in response.json["message"]
+
+
+def test_predictions_are_post_only(client):
+    response = client.get("/api/predict")
+    assert response.status_code == 405 and response.is_json and "POST" in response.headers["Allow"]
+
+
+def test_unknown_routes_are_json_404(client):
+    response = client.get("/nope")
+    assert response.status_code == 404 and response.json["code"] == 404
+
+
+def test_page_has_the_stable_ids_and_no_inline_script(client):
+    response = client.get("/")
+    html = response.get_data(as_text=True)
+    for element_id in ("canvas", "predict", "clear", "undo", "prediction", "model-select"):
+        assert f'id="{element_id}"' in html
+    assert "<script>" not in html and "http" not in html.split("<body")[0].replace("http-", "")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert client.get(asset).status_code == 200
+
+
+def test_environment_configures_the_app(monkeypatch):
+    monkeypatch.setenv("EMNIST_INFERENCE_URL", "http://127.0.0.1:1234")
+    monkeypatch.setenv("EMNIST_READ_TIMEOUT", "7")
+    app = create_app()
+    assert app.extensions["torchserve"].inference_url == "http://127.0.0.1:1234"
+    assert app.extensions["torchserve"].timeout == (2.0, 7.0)
+
+
+def test_token_file_keys_are_sent(tmp_path, fake_torchserve):
+    keys = {"inference": {"key": "inf-key"}, "management": {"key": "man-key"}}
+    (tmp_path / "key_file.json").write_text(json.dumps(keys))
+    app = create_app(
+        {
+            "INFERENCE_URL": fake_torchserve,
+            "MANAGEMENT_URL": fake_torchserve,
+            "TOKEN_FILE": str(tmp_path / "key_file.json"),
+        }
+    )
+    FakeTorchServe.seen.clear()
+    app.test_client().post("/api/predict", data=PNG, content_type="image/png")
+    assert FakeTorchServe.seen[-1]["headers"]["Authorization"] == "Bearer inf-key"
