@@ -2,7 +2,7 @@
 
     python -m benchmarks.study --run "seed CNN=runs/seed/best.pt" --run "RCNN=runs/rcnn/best.pt"
 
-For every checkpoint: parameters and multiply-adds per image (training/model_stats.py), training
+For every checkpoint: parameters and multiply-adds per image (emnist/models/stats.py), training
 time and hardware (from the checkpoint), validation top-1 (what selected it), bymerge test top-1
 and top-3 (the `metrics.json` that `python -m training.evaluate CHECKPOINT` wrote beside it; run
 that first), digits accuracy and in-process latency at batch 1 and 64, measured here side by

@@ -30,7 +30,7 @@ IMAGE_SIZE = 28
 # STROKE_MARGIN * stroke width pixels (bold glyphs sit further inside the frame), and the blur
 # that makes a crisp pen stroke look like EMNIST is BLUR_PER_STROKE times the stroke width.
 # Tuned on byclass test images (the training pool) by rendering them on canvases, soft and
-# crisp, and minimising the error of the round trip; tests/test_preprocessing.py checks it.
+# crisp, and minimising the error of the round trip; tests/unit/test_preprocessing.py checks it.
 GLYPH_SPAN = 25.0
 STROKE_MARGIN = 0.85
 BLUR_PER_STROKE = 0.2

@@ -6,7 +6,7 @@ from the Hershey vector fonts (centre lines, as a pen moves: simplex, duplex, tr
 and each character is drawn at a random size, position, slant, rotation and width-to-height
 ratio, with a slow hand wobble added to the path, by a round brush of the app's width (or any
 other). Evaluations
-(benchmarks/canvas_realism.py, tests/test_canvas_realism.py) send these drawings through the
+(benchmarks/canvas_realism.py, tests/unit/test_canvas_realism.py) send these drawings through the
 serving preprocessing to check that the models read drawings they were never trained on.
 """
 

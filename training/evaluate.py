@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         "most_confused": most_confused(confusion, names, args.top_confusions),
         "seconds": seconds,
         "device": str(device),
-        "path": "archive handler (handlers/archive_eval.py)" if is_archive else "in-process",
+        "path": "archive handler (mar/archive.py)" if is_archive else "in-process",
     }
     out = args.out or default_out(args.checkpoint, is_archive, f"{bundle.name}-{args.subset}")
     atomic_write_json(out / "metrics.json", metrics)

@@ -67,7 +67,7 @@ class _ReluLRN(torch.autograd.Function):
     Here the window sum is one small matmul with a fixed band matrix (faster than a cumulative
     sum over channels when measured), the backward reuses what the forward computed, and a
     channels-last input needs no copies; few, large ops also suffer least on shared cores.
-    Equal to `nn.LocalResponseNorm` up to rounding (tests/test_models.py compares outputs and
+    Equal to `nn.LocalResponseNorm` up to rounding (tests/unit/test_models.py compares outputs and
     gradients, and runs gradcheck).
     """
 

@@ -74,6 +74,8 @@ def test_make_stop_finds_the_server_started_after_the_demos_died(tmp_path):
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0, (tmp_path / "demo.out").read_text()
         assert second.alive(), "stopping the demo stopped a server it had not started"
+        kept = processes.Server.load(logs)
+        assert kept is not None and kept.pid == second.pid, "the demo removed another's record"
 
         # 3. `make stop` finds it and stops it: nothing is left running or listening.
         stopped = ctl(logs, "stop")

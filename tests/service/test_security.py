@@ -1,4 +1,4 @@
-"""Security of the deployment as configured (see SECURITY.md), against the real parts: default
+"""Security of the deployment as configured (see docs/security.md), against the real parts: default
 addresses; then TorchServe in token mode behind the real web app (waitress, --token-file):
 loopback listeners, keys read and rotated, registration from URLs or outside the store refused,
 no route to the management API, headers and body limits. test_torchserve.py covers the rest."""
