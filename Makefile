@@ -37,7 +37,7 @@ GRPC_MANAGEMENT_PORT ?= 7071
 TOKEN_AUTH ?= 0
 CTL := $(PY) -m serving.ctl --logs $(LOGS)
 
-.PHONY: help install test test-fast lint format train evaluate bench bench-train download clean
+.PHONY: help install test test-fast lint format train evaluate bench bench-train download fonts clean
 .PHONY: archive serve stop models register unregister set-default demo webapp
 .PHONY: kserve-layout
 WEB_PORT ?= 5000
@@ -111,6 +111,11 @@ release: install ## train, evaluate and archive the default models as RELEASE_VE
 .PHONY: canvas-realism
 canvas-realism: install ## released models on Hershey-font canvas drawings -> runs/canvas-realism/ (CANVAS_ARGS=...)
 	$(PY) benchmarks/canvas_realism.py $(CANVAS_ARGS)
+
+fonts: ## install the handwriting fonts training reads (Debian packages; needs root)
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends \
+		fonts-dkg-handwriting fonts-breip fonts-bwht fonts-dancingscript fonts-ecolier-court \
+		fonts-humor-sans fonts-comic-neue
 
 download: install ## fetch the official EMNIST archive into DATA_ROOT (needs internet)
 	$(PY) -m training.download --root $(DATA_ROOT)

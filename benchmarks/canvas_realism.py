@@ -91,13 +91,20 @@ def markdown(report: dict) -> str:
         f"preprocessing from: {report['preprocessing']}, fonts: {', '.join(report['fonts'])}.",
         "",
         "| archive | drawings | top-1 | top-3 | top-1, look-alikes merged | "
-        "look-alikes among errors |",
-        "|---|---|---|---|---|---|",
+        "look-alikes among errors | letters: top-1 | letters: top-1, charset=letters |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["models"].items():
+        letters = r.get("letters")
+        read = (
+            f"{pct(letters['top1'])} | {pct(letters['top1_charset_letters'])}"
+            if letters
+            else "- | -"
+        )
         lines.append(
             f"| {name} | {r['n']} | {pct(r['top1'])} | {pct(r['top3'])} | "
-            f"{pct(r['top1_lookalikes_merged'])} | {pct(r['lookalike_share_of_errors'])} |"
+            f"{pct(r['top1_lookalikes_merged'])} | {pct(r['lookalike_share_of_errors'])} | "
+            f"{read} |"
         )
     for name, r in report["models"].items():
         lines += ["", f"## {name}", "", "Top-1 per font: "]
@@ -155,6 +162,12 @@ def main(argv=None) -> int:
         print(
             f"{model.name}: top-1 {pct(r['top1'])} | top-3 {pct(r['top3'])} | "
             f"look-alikes merged {pct(r['top1_lookalikes_merged'])} ({len(own)} drawings)"
+            + (
+                f" | letters {pct(r['letters']['top1'])}, with charset=letters "
+                f"{pct(r['letters']['top1_charset_letters'])}"
+                if "letters" in r
+                else ""
+            )
         )
     # The prior correction and the brush sweep compare the 47-class models.
     released = [m for m in released if len(m.class_names) == 47]

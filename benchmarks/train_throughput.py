@@ -12,7 +12,13 @@ batch of 28x28 images and 47 classes (data loading and augmentation excluded). V
 - eager:   the models as shipped, prepared by `training.speed.prepare_for_training`.
 - passive: eager with OMP_WAIT_POLICY=PASSIVE (the recommended setting on shared cores).
 - compile: eager plus torch.compile (its first step includes compilation).
-- bf16:    eager under bfloat16 autocast: changes the arithmetic, so never a default.
+- bf16:    eager under bfloat16 autocast (what `training.train --precision auto` picks on a
+           CPU with native bf16, training/precision.py).
+
+`--end-to-end` measures what a user gets instead: one epoch of `python -m training.train` on
+20,480 training images (augmentation, EMA and the validation pass included; the epoch line's
+img/s counts the training phase), per architecture in float32 and in bf16, the runs interleaved
+over repeats. Needs the EMNIST files (../shared/emnist).
 
 Each (arch, variant) runs in its own process, so process-wide settings (allocator, OpenMP,
 compile caches) stay with their variant; one process runs at a time, the variants interleaved
@@ -32,8 +38,11 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,6 +187,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for 'compile'")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="one epoch of training.train per arch and precision (fp32, bf16) instead",
+    )
+    p.add_argument("--limit-train", type=int, default=20480, help="--end-to-end: images")
     args = p.parse_args(argv)
     args.arch = args.arch or default_archs()
     args.variant = args.variant or ["naive", "eager", "passive"]
@@ -227,8 +242,66 @@ def worker(conn, spec: str, variant: str, args: argparse.Namespace) -> None:
         conn.send(runner.timed(steps))
 
 
+def train_command(spec: str, precision: str, args: argparse.Namespace, out: Path) -> list[str]:
+    name, kwargs = parse_arch(spec)
+    command = [sys.executable, "-m", "training.train", "--arch", name, "--epochs", "1"]
+    command += [f"--model-arg={k}={v}" for k, v in kwargs.items()]
+    command += ["--limit-train", str(args.limit_train), "--precision", precision]
+    return [*command, "--no-progress", "--out", str(out)]
+
+
+EPOCH_LINE = re.compile(r"^epoch 1 \|.*\| ([0-9.]+) s \(([0-9]+) img/s\)", re.M)
+
+
+def end_to_end(args: argparse.Namespace) -> list[dict]:
+    """One training epoch per (arch, precision), repeated and interleaved; median img/s."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="train-e2e-") as tmp:
+        for repeat in range(args.repeats):
+            for spec in args.arch:
+                for precision in ("fp32", "bf16")[:: 1 if repeat % 2 == 0 else -1]:
+                    out = Path(tmp) / f"{spec}-{precision}-{repeat}".replace(":", "_")
+                    done = subprocess.run(
+                        train_command(spec, precision, args, out),
+                        cwd=Path(__file__).resolve().parents[1],
+                        capture_output=True,
+                        text=True,
+                    )
+                    match = EPOCH_LINE.search(done.stdout)
+                    if done.returncode != 0 or match is None:
+                        raise SystemExit(f"training failed:\n{done.stdout}\n{done.stderr[-2000:]}")
+                    rates.setdefault((spec, precision), []).append(float(match[2]))
+                    print(f"{spec} {precision}: {match[2]} img/s", file=sys.stderr)
+    rows = []
+    for (spec, precision), values in rates.items():
+        fp32 = statistics.median(rates[spec, "fp32"])
+        rate = statistics.median(values)
+        rows.append(
+            {
+                "arch": spec,
+                "precision": precision,
+                "images_per_s": rate,
+                "min": min(values),
+                "max": max(values),
+                "vs_fp32": rate / fp32,
+            }
+        )
+    print(f"one epoch of training.train on {args.limit_train:,} images; median of {args.repeats}")
+    print("| arch | precision | images/s | range | vs fp32 |\n|---|---|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['arch']} | {row['precision']} | {row['images_per_s']:.0f} | "
+            f"{row['min']:.0f}-{row['max']:.0f} | {row['vs_fp32']:.2f}x |"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"end_to_end": rows}, indent=2) + "\n")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.end_to_end:
+        return end_to_end(args)
     threads = args.threads or available_cpus()
     context = multiprocessing.get_context("spawn")
     workers, results = {}, {}

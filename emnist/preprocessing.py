@@ -39,6 +39,10 @@ BLUR_PER_STROKE = 0.2
 INK_LEVEL = 0.5
 # Ink weaker than this (0..1 contrast against the background) means "nothing drawn".
 MIN_CONTRAST = 0.1
+# Ink no longer than this many stroke widths is a dot (a tap on the canvas), not a character. The
+# stroke-width estimate (twice area over perimeter) of a round dot is half its diameter, so a dot
+# measures 2; a dash twice as long as the pen is wide, about 3.
+DOT_STROKES = 2.5
 # Larger pictures are shrunk (box filter, exact) before the float work: the output is 28 px.
 _MAX_WORK_SIDE = 1024
 # Formats a user can plausibly upload; anything else (EPS runs Ghostscript...) is refused.
@@ -57,11 +61,16 @@ class InvalidImageError(ValueError):
 class Preprocessed:
     """`pixels`: uint8 (28, 28), white ink on black, EMNIST orientation (transposed).
 
-    `empty` is True when nothing was drawn; `pixels` are then all zero.
+    `empty` is True when nothing was drawn; `pixels` are then all zero. `extent` is the ink's
+    longer side over the picture's longer side (how much of a canvas the drawing fills) and
+    `dot` says the ink is a blob no longer than about two stroke widths: a tap, not a character.
+    Neither changes `pixels`; answers use them (emnist/charsets.py).
     """
 
     pixels: np.ndarray
     empty: bool
+    extent: float = 0.0
+    dot: bool = False
 
 
 def emnist_to_upright(a: np.ndarray) -> np.ndarray:
@@ -154,8 +163,16 @@ def preprocess(image: Image.Image | bytes | bytearray | memoryview | np.ndarray)
     ink = _ink_map(gray, alpha)
     if ink is None:
         return _empty()
-    pixels = _frame(ink)
-    return _empty() if pixels is None else Preprocessed(upright_to_emnist(pixels), empty=False)
+    framed = _frame(ink)
+    if framed is None:
+        return _empty()
+    pixels, ink_side, stroke = framed
+    return Preprocessed(
+        upright_to_emnist(pixels),
+        empty=False,
+        extent=float(ink_side / max(ink.shape)),
+        dot=bool(ink_side <= DOT_STROKES * stroke),
+    )
 
 
 def _empty() -> Preprocessed:
@@ -244,8 +261,9 @@ def _ink_map(gray: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
     return ink
 
 
-def _frame(ink: np.ndarray) -> np.ndarray | None:
-    """Crop the ink, centre it in EMNIST's square frame, resample and blur to 28x28 uint8."""
+def _frame(ink: np.ndarray) -> tuple[np.ndarray, int, float] | None:
+    """Crop the ink, centre it in EMNIST's square frame, resample and blur to 28x28 uint8;
+    returns (pixels, the ink's longer side, the stroke width) in input pixels."""
     mask = ink >= INK_LEVEL * ink.max()
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -277,7 +295,7 @@ def _frame(ink: np.ndarray) -> np.ndarray | None:
     if not peak > 0:
         return None
     out *= np.float32(255 / peak)
-    return np.rint(out).astype(np.uint8)
+    return np.rint(out).astype(np.uint8), max(height, width), stroke
 
 
 def _stroke_and_edge_widths(crop: np.ndarray, mask: np.ndarray) -> tuple[float, float]:

@@ -1,15 +1,16 @@
-"""Every request shape the service accepts -> (image bytes, top-k), or a 4xx error to send back.
+"""Every request shape the service accepts -> (image bytes, top-k, charset), or a 4xx error.
 
 TorchServe hands a handler one dict per request: `{parameter name: value}`, where a raw body is
 `body` (bytes), a JSON body arrives already decoded (dict or list), a `text/*` body as str,
 multipart fields under their own names and query parameters as extra entries. TorchServe 0.12
 drops the query string of `/predictions/...` URLs (only `/models/<name>/invoke?topk=3` and the
-legacy `/<name>/predict` keep it), so there `topk` also comes as an `X-TopK` header.
+legacy `/<name>/predict` keep it), so there `topk` also comes as an `X-TopK` header and `charset`
+(emnist/charsets.py: any, digits, letters, upper, lower) as an `X-Charset` header.
 Accepted image payloads:
 
 - raw image bytes (PNG, JPEG, WebP, BMP, ...): `curl -T a.png .../predictions/emnist-cnn`
 - a base64 string or a `data:image/...;base64,` URL, as the body or in JSON
-- JSON `{"image": <base64 or data URL>, "topk": 3}` (`data` works as the key too)
+- JSON `{"image": <base64 or data URL>, "topk": 3, "charset": "letters"}` (`data` works too)
 - KServe v1 `{"instances": [<base64> | {"data"|"image"|"b64": ...}]}`
 - KServe v2 `{"inputs": [{"datatype": "BYTES", "data": [<base64>]}], "parameters": {"topk": 3}}`
 
@@ -28,7 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emnist.charsets import CharsetError, parse_charset
+
 DEFAULT_TOPK = 5
+# Per-request options besides the image, and where they may come from (see parse_request).
+OPTIONS = ("topk", "charset")
 # Keys that may hold the image, in the order they are looked for (TorchServe calls a raw body
 # `body`; its examples and KServe use `data`; multipart uploads often use `file`).
 IMAGE_KEYS = ("body", "data", "image", "file", "instances", "inputs")
@@ -49,15 +54,17 @@ class RequestError(ValueError):
 class ParsedRequest:
     image: bytes
     topk: int | None  # None: the caller's default
+    charset: str = "any"
 
 
 def parse_request(
     row: Mapping[str, Any], headers: Mapping[str, Any] | None = None
 ) -> ParsedRequest:
-    """One TorchServe request row (and its HTTP headers) -> image bytes and top-k.
+    """One TorchServe request row (and its HTTP headers) -> image bytes, top-k and charset.
 
-    `topk` comes from the JSON body, else a `topk` parameter (query string or form field), else
-    an `X-TopK` header. Raises RequestError (4xx) for anything the service cannot answer.
+    `topk` and `charset` come from the JSON body, else a parameter of that name (query string or
+    form field), else an `X-TopK` / `X-Charset` header. Raises RequestError (4xx) for anything
+    the service cannot answer.
     """
     if not isinstance(row, Mapping):
         raise RequestError("unexpected request format")
@@ -71,9 +78,10 @@ def parse_request(
             status=415,
         )
     params = dict(row)
-    query_topk = params.pop("topk", None)
-    if query_topk is None:
-        query_topk = headers.get("x-topk")
+    outer = {name: params.pop(name, None) for name in OPTIONS}
+    for name in OPTIONS:
+        if outer[name] is None:
+            outer[name] = headers.get(f"x-{name}")
     key = next((k for k in IMAGE_KEYS if params.get(k) is not None), None)
     if key is None and len(params) == 1:
         key = next(iter(params))  # a multipart upload under any field name
@@ -82,10 +90,22 @@ def parse_request(
     payload = params[key]
     if key in ("instances", "inputs"):
         payload = {key: payload}  # a form field named like an envelope key
-    image, topk = _from_payload(payload)
+    image, inner = _from_payload(payload)
+    topk = parse_topk(inner.get("topk"))
     if topk is None:
-        topk = parse_topk(query_topk)
-    return ParsedRequest(image, topk)
+        topk = parse_topk(outer["topk"])
+    charset = inner.get("charset")
+    return ParsedRequest(image, topk, parse_request_charset(charset or outer["charset"]))
+
+
+def parse_request_charset(value: Any) -> str:
+    """`charset` from JSON, a query string or a header; a 400 when it is not one we know."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", errors="replace")
+    try:
+        return parse_charset(value)
+    except CharsetError as err:
+        raise RequestError(str(err)) from err
 
 
 def parse_topk(value: Any) -> int | None:
@@ -101,13 +121,13 @@ def parse_topk(value: Any) -> int | None:
     return value
 
 
-def _from_payload(payload: Any) -> tuple[bytes, int | None]:
+def _from_payload(payload: Any) -> tuple[bytes, dict[str, Any]]:
     if isinstance(payload, bytes | bytearray | str) and not payload.strip():
         raise RequestError("the request is empty: send the image file (curl -T a.png URL)")
     if isinstance(payload, bytes | bytearray):
         text = _as_text(bytes(payload))
         if text is None:
-            return bytes(payload), None  # binary: an image file (or garbage decode will name)
+            return bytes(payload), {}  # binary: an image file (or garbage decode will name)
         payload = text
     if isinstance(payload, str):
         stripped = payload.strip()
@@ -120,7 +140,7 @@ def _from_payload(payload: Any) -> tuple[bytes, int | None]:
                 # `[[[[...` a few thousand deep exhausts the parser's stack: a 400, not a 500.
                 raise RequestError("the JSON body is nested too deeply") from err
         else:
-            return decode_image_string(stripped), None
+            return decode_image_string(stripped), {}
     if isinstance(payload, Mapping):
         return _from_json(payload)
     raise RequestError("unsupported request body: send an image file, base64 text or JSON")
@@ -137,8 +157,8 @@ def _as_text(data: bytes) -> str | None:
     return None
 
 
-def _from_json(body: Mapping[str, Any]) -> tuple[bytes, int | None]:
-    topk = parse_topk(body.get("topk"))
+def _from_json(body: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    options = {name: body.get(name) for name in OPTIONS}
     if "instances" in body:  # KServe v1
         image = _single(body["instances"], "instances")
     elif "inputs" in body:  # KServe v2
@@ -154,13 +174,15 @@ def _from_json(body: Mapping[str, Any]) -> tuple[bytes, int | None]:
         data = tensor["data"]
         image = _single(data, "data") if isinstance(data, list) else data
         parameters = body.get("parameters")
-        if topk is None and isinstance(parameters, Mapping):
-            topk = parse_topk(parameters.get("topk"))
+        if isinstance(parameters, Mapping):
+            for name in OPTIONS:
+                if options[name] is None:
+                    options[name] = parameters.get(name)
     else:
         image = next((body[k] for k in ("image", "data", "b64") if body.get(k) is not None), None)
         if image is None:
             raise RequestError('the JSON body needs an "image" field (base64 or a data: URL)')
-    return _image_value(image), topk
+    return _image_value(image), options
 
 
 def _single(items: Any, name: str) -> Any:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from emnist import preprocessing as repo_preprocessing
+from emnist.charsets import allows
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 from emnist.inference import images_to_tensor, predict_logits
 from emnist.labels import LOOKALIKES
@@ -87,17 +88,25 @@ def preprocess_drawings(released: ReleasedModel, drawings: list[Drawing]) -> np.
 
 
 def top3_names(
-    released: ReleasedModel, pixels: np.ndarray, *, logit_offset: np.ndarray | None = None
+    released: ReleasedModel,
+    pixels: np.ndarray,
+    *,
+    logit_offset: np.ndarray | None = None,
+    charset: str = "any",
 ) -> list[list[str]]:
     """The three most probable class names for each preprocessed image.
 
     `logit_offset` (one value per class) is added to the log-probabilities first (the same as
     adding it to the logits): -tau * log(train prior) asks what a model would answer with the
-    class imbalance of its training data taken out.
+    class imbalance of its training data taken out. `charset` keeps only its classes, as the
+    app does when a person says what they are writing (emnist/charsets.py).
     """
     scores = released.log_probabilities(pixels)
     if logit_offset is not None:
         scores = scores + torch.as_tensor(logit_offset, dtype=scores.dtype)
+    if charset != "any":
+        allowed = torch.tensor([allows(name, charset) for name in released.class_names])
+        scores = scores.masked_fill(~allowed, float("-inf"))
     top = scores.topk(3, dim=1).indices.tolist()
     return [[released.class_names[i] for i in row] for row in top]
 
@@ -147,5 +156,23 @@ def score(drawings: list[Drawing], answers: list[list[str]]) -> dict:
 def evaluate(
     released: ReleasedModel, drawings: list[Drawing], *, logit_offset: np.ndarray | None = None
 ) -> dict:
+    """`score` of the drawings, plus the letters read with and without `charset=letters`."""
     pixels = preprocess_drawings(released, drawings)
-    return score(drawings, top3_names(released, pixels, logit_offset=logit_offset))
+    result = score(drawings, top3_names(released, pixels, logit_offset=logit_offset))
+    letters = [i for i, d in enumerate(drawings) if d.char.isalpha()]
+    if letters and any(name.isalpha() for name in released.class_names):
+        drawn = [drawings[i] for i in letters]
+        unrestricted = top3_names(released, pixels[letters], logit_offset=logit_offset)
+        restricted = top3_names(
+            released, pixels[letters], logit_offset=logit_offset, charset="letters"
+        )
+        result["letters"] = {
+            "n": len(letters),
+            "top1": sum(a[0] == d.label for a, d in zip(unrestricted, drawn, strict=True))
+            / len(drawn),
+            "top1_charset_letters": sum(
+                a[0] == d.label for a, d in zip(restricted, drawn, strict=True)
+            )
+            / len(drawn),
+        }
+    return result

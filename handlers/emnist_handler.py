@@ -23,6 +23,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import emnist
 from emnist import responses
+from emnist.charsets import CharsetError
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 from emnist.labels import LABELS_FILE, load_labels
 from emnist.preprocessing import (
@@ -96,8 +97,8 @@ class EmnistHandler(BaseHandler):
     def preprocess(self, data):
         """Per request: parse the envelope, decode in memory, run the shared preprocessing.
 
-        Returns one slot per request: {"error": (status, message)} or
-        {"pixels": uint8 (28, 28), "empty": bool, "topk": int}.
+        Returns one slot per request: {"error": (status, message)} or {"pixels": uint8 (28, 28),
+        "empty": bool, "topk": int, "charset": str, "extent": float, "dot": bool}.
         """
         slots = []
         for idx, row in enumerate(data):
@@ -113,8 +114,17 @@ class EmnistHandler(BaseHandler):
                 log.exception("preprocessing failed")
                 slots.append({"error": (500, "this image could not be processed")})
             else:
-                topk = request.topk or DEFAULT_TOPK
-                slots.append({"pixels": image.pixels, "empty": image.empty, "topk": topk})
+                slots.append(
+                    {
+                        "pixels": image.pixels,
+                        # A dot is no character: answered as empty, and kept out of the batch.
+                        "empty": image.empty or image.dot,
+                        "reason": "dot" if image.dot and not image.empty else "blank",
+                        "topk": request.topk or DEFAULT_TOPK,
+                        "charset": request.charset,
+                        "extent": image.extent,
+                    }
+                )
         return slots
 
     def inference(self, slots, *args, **kwargs):
@@ -135,21 +145,28 @@ class EmnistHandler(BaseHandler):
         identity = {"model": self.model_name, "version": self.version}
         answers = []
         for idx, slot in enumerate(slots):
+            if "error" not in slot and slot["empty"]:
+                answer = responses.empty_drawing(
+                    **identity, batch_size=len(slots), reason=slot["reason"]
+                )
+            elif "error" not in slot:
+                try:
+                    answer = responses.prediction(
+                        next(rows).tolist(),
+                        self.labels,
+                        **identity,
+                        topk=slot["topk"],
+                        batch_size=len(slots),
+                        charset=slot["charset"],
+                        extent=slot["extent"],
+                    )
+                except CharsetError as err:
+                    slot["error"] = (400, str(err))
             if "error" in slot:
                 status, message = slot["error"]
                 if self._is_request(idx):
                     self.context.set_response_status(status, HTTPStatus(status).phrase, idx=idx)
                 answer = responses.error(status, message)
-            elif slot["empty"]:
-                answer = responses.empty_drawing(**identity, batch_size=len(slots))
-            else:
-                answer = responses.prediction(
-                    next(rows).tolist(),
-                    self.labels,
-                    **identity,
-                    topk=slot["topk"],
-                    batch_size=len(slots),
-                )
             if self._is_request(idx):
                 self.context.set_response_content_type(idx, "application/json")
             answers.append(answer)

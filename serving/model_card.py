@@ -53,6 +53,7 @@ def build_card(
             "files": [
                 {"file": f.get("file"), "sha256": f.get("sha256")} for f in data.get("files", [])
             ],
+            "handwriting_fonts": data.get("handwriting_fonts"),
         },
         "validation": {
             "top1": metrics.get("val_acc"),
@@ -165,8 +166,18 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{config.get('weight_decay')}, {config.get('schedule')} schedule, batch "
         f"{config.get('batch_size')}, label smoothing {config.get('label_smoothing')}, "
         f"augmentation {config.get('augment')}, EMA {config.get('ema')}, seed {config.get('seed')}"
-        + (f", font glyphs {config['font_glyphs']:.0%}" if config.get("font_glyphs") else ""),
+        + (f", font glyphs {config['font_glyphs']:.0%}" if config.get("font_glyphs") else "")
+        + f", precision {config.get('precision') or 'not recorded'}",
     ]
+    fonts = card["data"].get("handwriting_fonts")
+    if fonts:
+        files = ", ".join(
+            f"{f['file'].rsplit('/', 1)[-1]} ({f['sha256'][:12]})" for f in fonts["files"]
+        )
+        lines.append(
+            f"- Handwriting fonts {fonts['fraction']:.0%} of each epoch, families "
+            f"{', '.join(fonts['families'])} (Debian packages): {files}"
+        )
     recalibrated = training.get("bn_recalibration")
     if recalibrated:
         lines.append(

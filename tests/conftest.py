@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.fake_torchserve import FakeTorchServe
 
 from training.emnist import (
     SPLITS,
@@ -67,3 +70,15 @@ def write_synthetic_emnist(folder: Path, *, compress: bool = True) -> SyntheticA
 def synthetic_emnist() -> Callable[..., SyntheticArrays]:
     """`synthetic_emnist(folder, compress=True)` writes a tiny distribution, returns its arrays."""
     return write_synthetic_emnist
+
+
+@pytest.fixture(scope="module")
+def fake_torchserve():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

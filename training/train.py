@@ -17,24 +17,14 @@ from torch import nn
 from tqdm import tqdm
 
 from emnist.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
-from emnist.inference import accuracy_metrics, images_to_tensor, predict_logits, select_device
+from emnist.inference import accuracy_metrics, predict_logits, select_device
 from emnist.models import build_model
+from training import precision
 from training.augment import PRESETS, augment_batch
 from training.finetune import load_base
-from training.font_glyphs import glyph_set, repeats_for
-from training.protocol import DataBundle, load_data
+from training.sources import Data, load_tensors
 from training.speed import configure_cpu_threads, prepare_for_training
 from training.train_options import parse_args, parse_model_args
-
-
-def add_font_glyphs(train_x, train_y, class_names: list[str], fraction: float):
-    """The training images with typeset characters appended, `fraction` of the total."""
-    glyphs, labels = glyph_set(class_names)
-    copies = repeats_for(fraction, len(train_x), len(glyphs))
-    print(f"font glyphs: {len(glyphs):,} renders x {copies} ({fraction:.0%} of each epoch)")
-    glyph_x = images_to_tensor(glyphs, train_x.device).repeat(copies, 1, 1, 1)
-    glyph_y = torch.from_numpy(labels).to(train_y.device).repeat(copies)
-    return torch.cat([train_x, glyph_x]), torch.cat([train_y, glyph_y])
 
 
 def make_schedule(optimizer, args, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -87,7 +77,6 @@ def train_one_epoch(model, inputs, labels, optimizer, scheduler, *, args, genera
     model.train()
     augment = PRESETS[args.augment]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    amp = inputs.device.type == "cuda"
     order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
     total_loss = correct = seen = 0
     batches = range(0, len(order), args.batch_size)
@@ -96,7 +85,7 @@ def train_one_epoch(model, inputs, labels, optimizer, scheduler, *, args, genera
         idx = order[start : start + args.batch_size]
         x = augment_batch(inputs[idx], augment, generator)
         y = labels[idx]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast(args.precision, x.device):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -124,17 +113,6 @@ def hardware_description(device: torch.device) -> str:
 
 
 @dataclass
-class Data:
-    """The training and validation tensors, on the training device."""
-
-    bundle: DataBundle
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-
-
-@dataclass
 class Run:
     """Everything one training run carries from epoch to epoch (and saves for --resume)."""
 
@@ -154,17 +132,6 @@ class Run:
     def released(self) -> nn.Module:
         """The weights a checkpoint holds: the EMA average when there is one."""
         return self.ema.module if self.ema is not None else self.model
-
-
-def load_tensors(args, device: torch.device) -> Data:
-    bundle = load_data(protocol=args.protocol, split=args.split, data_root=args.data_root)
-    train_x = images_to_tensor(bundle.train_images[: args.limit_train], device)
-    train_y = torch.from_numpy(bundle.train_labels[: args.limit_train]).long().to(device)
-    val_x = images_to_tensor(bundle.val_images[: args.limit_val], device)
-    val_y = torch.from_numpy(bundle.val_labels[: args.limit_val]).long().to(device)
-    if args.font_glyphs:
-        train_x, train_y = add_font_glyphs(train_x, train_y, bundle.class_names, args.font_glyphs)
-    return Data(bundle, train_x, train_y, val_x, val_y)
 
 
 def build_run(args, data: Data, device: torch.device) -> Run:
@@ -219,7 +186,7 @@ def run_epoch(run: Run, data: Data, args, epoch: int, device: torch.device) -> d
         ema=run.ema,
     )
     seconds = time.perf_counter() - started
-    val = evaluate(run.released, data.val_x, data.val_y, amp=device.type == "cuda")
+    val = evaluate(run.released, data.val_x, data.val_y, amp=args.precision == "bf16")
     record = {
         "epoch": epoch,
         "train_loss": train["loss"],
@@ -252,8 +219,12 @@ def save_checkpoints(run: Run, data: Data, args, record: dict, device: torch.dev
         "hardware": hardware_description(device),
         "train_seconds": sum(h["seconds"] for h in run.history),
     }
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress")}
-    config["init_from"] = None if args.init_from is None else str(args.init_from)
+    # Plain values only (paths as text): checkpoints load with weights_only=True.
+    config = {
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in vars(args).items()
+        if k not in ("resume", "no_progress")
+    }
     ckpt = make_checkpoint(
         model=run.released,
         arch=args.arch,
@@ -290,12 +261,14 @@ def main(argv: list[str] | None = None) -> dict:
     device = select_device(args.device)
     if device.type == "cpu":
         configure_cpu_threads()
+    args.precision = precision.resolve(args.precision, device)  # recorded in the checkpoint
     data = load_tensors(args, device)
     run = build_run(args, data, device)
     params = sum(p.numel() for p in run.model.parameters())
     print(
         f"{args.arch} {run.model_args}: {params:,} parameters | {data.bundle.name}: "
-        f"{len(data.train_x):,} train, {len(data.val_x):,} val images | device {device}"
+        f"{len(data.train_x):,} train, {len(data.val_x):,} val images | device {device}, "
+        f"{precision.why(args.precision, device)}"
     )
     out = Path(args.out)
     if args.resume and (out / "last.pt").exists():

@@ -5,6 +5,7 @@ import ast
 from pathlib import Path
 
 from emnist.models import list_models
+from training import precision
 from training.augment import PRESETS
 from training.cli import HelpFormatter, add_data_arguments
 
@@ -53,6 +54,27 @@ def parse_args(argv: list[str] | None, description: str = DESCRIPTION) -> argpar
         help="share of each epoch that is typeset characters (training/font_glyphs.py; 0 = none)",
     )
     p.add_argument(
+        "--handwriting-fonts",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of each epoch rendered from handwriting fonts "
+        "(training/handwriting_fonts.py; `make fonts` installs them; 0 = none)",
+    )
+    p.add_argument(
+        "--feedback",
+        type=Path,
+        default=None,
+        metavar="EXPORT",
+        help="people's corrections: the training part of `python -m training.feedback export`",
+    )
+    p.add_argument(
+        "--feedback-fraction",
+        type=float,
+        default=0.1,
+        help="share of each epoch that is corrections (with --feedback)",
+    )
+    p.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -62,6 +84,13 @@ def parse_args(argv: list[str] | None, description: str = DESCRIPTION) -> argpar
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and augmentation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=precision.CHOICES,
+        default="auto",
+        help="arithmetic: auto = bf16 autocast where the hardware has native bf16 "
+        "(training/precision.py), else fp32; weights and optimizer state stay float32",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default=None, help="run folder (default runs/<arch>-<data>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")

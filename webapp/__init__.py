@@ -31,7 +31,12 @@ ENVIRONMENT = {
     "INFERENCE_PROTOCOL": "EMNIST_INFERENCE_PROTOCOL",
     "MODELS": "EMNIST_MODELS",
     "INFERENCE_HOST_HEADER": "EMNIST_INFERENCE_HOST_HEADER",
+    "FEEDBACK": "EMNIST_FEEDBACK",
+    "FEEDBACK_DB": "EMNIST_FEEDBACK_DB",
+    "FEEDBACK_MAX_PER_WRITER": "EMNIST_FEEDBACK_MAX_PER_WRITER",
+    "FEEDBACK_MAX_ROWS": "EMNIST_FEEDBACK_MAX_ROWS",
 }
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -60,24 +65,42 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Werkzeug refuses larger bodies before reading them (413, answered as a JSON 400).
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         JSON_SORT_KEYS=False,
+        # Corrections (webapp/feedback.py): on unless EMNIST_FEEDBACK=off; never in git.
+        FEEDBACK=True,
+        FEEDBACK_DB=os.path.join(ROOT, "data", "feedback", "feedback.sqlite3"),
+        FEEDBACK_MAX_PER_WRITER=2_000,
+        FEEDBACK_MAX_ROWS=200_000,
     )
     for key, variable in ENVIRONMENT.items():
         if os.environ.get(variable):
-            value = os.environ[variable]
-            app.config[key] = float(value) if key.endswith("TIMEOUT") else value
+            app.config[key] = _setting(key, os.environ[variable])
     if test_config:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
 
     app.extensions["torchserve"] = _inference_client(app.config)
 
-    from webapp import api, pages
+    from webapp import api, feedback, pages
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(feedback.bp)
     app.register_blueprint(pages.bp)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
+
+
+def _setting(key: str, value: str) -> Any:
+    """An environment variable's text as the config value's type."""
+    if key.endswith("TIMEOUT"):
+        return float(value)
+    if key.startswith("FEEDBACK_MAX"):
+        return int(value)
+    if key == "FEEDBACK":
+        if value.lower() not in ("on", "off", "1", "0", "true", "false"):
+            raise ValueError(f"EMNIST_FEEDBACK must be on or off, got {value!r}")
+        return value.lower() in ("on", "1", "true")
+    return value
 
 
 def _inference_client(config) -> TorchServeClient:

@@ -3,7 +3,12 @@
 Images are read and checked here (size before decoding, then Pillow with the same limits as the
 handler), so a bad upload gets a clear 400 without reaching TorchServe. The preview is computed
 by the same `preprocess` the handler runs, so it is exactly the 28x28 the model saw. Nothing is
-written to disk.
+written to disk here (corrections go to the feedback store: webapp/feedback.py).
+
+TorchServe is asked for every class's probability; the answer is then shaped by the core's
+rules (emnist/responses.py, emnist/charsets.py): the `charset` the person chose, the top k,
+`confidence` and the small-drawing `hint`. So archives built before those rules existed answer
+the same way as new ones.
 """
 
 from __future__ import annotations
@@ -18,8 +23,16 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
+from emnist import responses
+from emnist.charsets import CharsetError
 from emnist.preprocessing import InvalidImageError, decode_image, preprocess, preview_png
-from emnist.requests import RequestError, decode_image_string, parse_request, parse_topk
+from emnist.requests import (
+    RequestError,
+    decode_image_string,
+    parse_request,
+    parse_request_charset,
+    parse_topk,
+)
 from webapp import error_response
 from webapp.torchserve_client import TorchServeClient, TorchServeError
 
@@ -36,6 +49,10 @@ class Drawing:
     preview: str  # data URL of the 28x28 the model sees, upright and enlarged
     empty: bool
     params: dict[str, Any]
+    charset: str = "any"
+    dot: bool = False  # a tap, not a character: answered as empty
+    extent: float = 0.0  # the ink's share of the canvas side
+    pixels: Any = None  # uint8 (28, 28): what the model reads
 
 
 @bp.errorhandler(RequestError)
@@ -57,41 +74,64 @@ def predict():
         version = params.get("version") or None
         if version is not None:
             version = _name(version, "version")
-        sent.append(
-            pool.submit(upstream.predict, model, version, image, content_type, _topk(params))
-        )
+        # Every class: the charset and top k are applied here, the same for every archive.
+        all_classes = current_app.config["MAX_TOPK"]
+        sent.append(pool.submit(upstream.predict, model, version, image, content_type, all_classes))
 
     # TorchServe predicts while this thread makes the preview: on 2 cores the two overlap,
     # which takes the preview (about 1.5 ms) off the answer's latency (docs/benchmarks.md).
     with ThreadPoolExecutor(max_workers=1) as pool:
         drawing = read_drawing(send)
         result = sent[0].result()
-    return jsonify(_result(result.body, result.latency_ms, drawing))
+    try:
+        body = _result(result.body, result.latency_ms, drawing, _topk(drawing.params))
+    except CharsetError as err:
+        raise RequestError(str(err)) from err
+    return jsonify(body)
 
 
 @bp.post("/api/compare")
 def compare():
     """The drawing through every registered model's default version, concurrently."""
     drawing = read_drawing()
-    topk = _topk(drawing.params)
     upstream = client()
     names = upstream.model_names()
+    all_classes = current_app.config["MAX_TOPK"]
+    topk = _topk(drawing.params)  # read here: the threads below have no app context
 
     def run(name: str) -> dict[str, Any]:
         try:
-            result = upstream.predict(name, None, drawing.image, drawing.content_type, topk)
+            result = upstream.predict(name, None, drawing.image, drawing.content_type, all_classes)
         except TorchServeError as err:
             return {"model": name, "error": err.message, "code": err.status}
-        body = _result(result.body, result.latency_ms, drawing)
+        # A model that has only digits (emnist-digits) answers every drawing with one: the page
+        # shows it apart from the letter models.
+        served = result.body.get("predictions") or [] if isinstance(result.body, dict) else []
+        digits_only = bool(served) and all(p["label"].isdigit() for p in served)
+        try:
+            body = _result(result.body, result.latency_ms, drawing, topk)
+        except CharsetError as err:  # the digits model, asked for letters: not its question
+            version = result.body.get("version")
+            return {
+                "model": name,
+                "version": version,
+                "digits_only": digits_only,
+                "skipped": str(err),
+            }
+        body["digits_only"] = digits_only
         del body["preview"]  # one preview for all: every model sees the same input
         return body
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
         results = list(pool.map(run, names))
-    if results and all("error" in r for r in results):
+    if results and all("error" in r or "skipped" in r for r in results):
+        if all("skipped" in r for r in results):
+            raise RequestError(results[0]["skipped"])
+        results = [r for r in results if "error" in r]
         first = results[0]
         raise TorchServeError(first["code"], first["error"], 5 if first["code"] == 503 else None)
-    return jsonify({"empty": drawing.empty, "preview": drawing.preview, "results": results})
+    body = {"empty": drawing.empty or drawing.dot, "charset": drawing.charset}
+    return jsonify({**body, "preview": drawing.preview, "results": results})
 
 
 @bp.get("/api/models")
@@ -162,6 +202,9 @@ def read_drawing(on_valid: Callable[[bytes, str, dict[str, Any]], None] | None =
         data = parsed.image
         if parsed.topk is not None:
             params["topk"] = parsed.topk
+        if parsed.charset != "any":
+            params["charset"] = parsed.charset
+    charset = parse_request_charset(params.get("charset") or request.headers.get("X-Charset"))
     try:
         image = decode_image(data, max_bytes=limit, max_side=current_app.config["MAX_IMAGE_SIDE"])
         content_type = _CONTENT_TYPES.get(image.format or "", "application/octet-stream")
@@ -174,7 +217,17 @@ def read_drawing(on_valid: Callable[[bytes, str, dict[str, Any]], None] | None =
     # small PNG costs a quarter of an 8x one.
     png = preview_png(prepared.pixels, scale=1)
     preview = "data:image/png;base64," + base64.b64encode(png).decode()
-    return Drawing(data, content_type, preview, prepared.empty, params)
+    return Drawing(
+        data,
+        content_type,
+        preview,
+        prepared.empty,
+        params,
+        charset=charset,
+        dot=prepared.dot,
+        extent=prepared.extent,
+        pixels=prepared.pixels,
+    )
 
 
 _CONTENT_TYPES = {
@@ -190,17 +243,27 @@ def client() -> TorchServeClient:
     return current_app.extensions["torchserve"]
 
 
-def _result(body: Any, latency_ms: float, drawing: Drawing) -> dict[str, Any]:
+def _result(body: Any, latency_ms: float, drawing: Drawing, topk: int) -> dict[str, Any]:
+    """TorchServe's every-class answer, shaped: charset, top k, confidence, hint (or empty)."""
     if not isinstance(body, dict):
         raise TorchServeError(502, "TorchServe answered with something other than a prediction")
-    return {
-        "model": body.get("model"),
-        "version": body.get("version"),
-        "empty": bool(body.get("empty", drawing.empty)),
-        "predictions": body.get("predictions", []),
-        "preview": drawing.preview,
-        "latency_ms": latency_ms,
-    }
+    identity = {"model": body.get("model"), "version": body.get("version")}
+    served = body.get("predictions") or []
+    if drawing.empty or drawing.dot or body.get("empty") or not served:
+        reason = "dot" if drawing.dot and not drawing.empty else "blank"
+        answer = responses.empty_drawing(**identity, batch_size=1, reason=reason)
+    else:
+        answer = responses.prediction(
+            [p["probability"] for p in served],
+            [p["label"] for p in served],
+            **identity,
+            topk=topk,
+            batch_size=1,
+            charset=drawing.charset,
+            extent=drawing.extent,
+        )
+    answer.pop("batch_size")
+    return {**answer, "preview": drawing.preview, "latency_ms": latency_ms}
 
 
 def _topk(params: dict[str, Any]) -> int:

@@ -16,4 +16,5 @@ def index():
         default_model=current_app.config["DEFAULT_MODEL"],
         canvas_size=canvas.CANVAS_SIZE,
         brush_ratio=canvas.BRUSH_RATIO,
+        feedback=current_app.config["FEEDBACK"],
     )

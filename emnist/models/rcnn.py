@@ -74,19 +74,20 @@ class _ReluLRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, band: torch.Tensor, beta: float) -> torch.Tensor:
         n, c, h, w = z.shape
-        # At least float32 (LRN sums squares, too coarse in bfloat16 under autocast); float64
-        # stays float64 for gradcheck.
-        dtype = torch.promote_types(z.dtype, torch.float32)
-        rows = z.to(dtype).permute(0, 2, 3, 1).reshape(-1, c)
-        r = torch.relu(rows)
-        d = torch.mm(r * r, band.to(dtype)).add_(1.0)  # 1 + alpha/N * window sum of r^2
-        scale = d.pow(-beta)
-        y = r * scale
+        rows = z.permute(0, 2, 3, 1).reshape(-1, c)
+        if z.dtype == torch.bfloat16:
+            r, scale, y, y_over_d = _relu_lrn_bf16(rows, band, beta)
+        else:
+            # float32 (float64 stays float64 for gradcheck).
+            r = torch.relu(rows)
+            d = torch.mm(r * r, band.to(z.dtype)).add_(1.0)  # 1 + alpha/N * window sum of r^2
+            scale = d.pow(-beta)
+            y = r * scale
+            y_over_d = y / d  # = r * d^(-beta - 1): all the backward needs of d
         if ctx.needs_input_grad[0]:
-            # y / d = r * d^(-beta - 1): all the backward needs of d.
-            ctx.save_for_backward(r, scale, y / d, band)
-            ctx.beta, ctx.shape, ctx.dtype = beta, (n, h, w, c), z.dtype
-        return y.view(n, h, w, c).permute(0, 3, 1, 2).to(z.dtype)
+            ctx.save_for_backward(r, scale, y_over_d, band)
+            ctx.beta, ctx.shape = beta, (n, h, w, c)
+        return y.view(n, h, w, c).permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable
@@ -100,7 +101,24 @@ class _ReluLRN(torch.autograd.Function):
         grad_r = g * scale
         grad_r.addcmul_(r, m, value=-2.0 * ctx.beta)
         grad_z = torch.ops.aten.threshold_backward(grad_r, r, 0.0)  # ReLU's own backward
-        return grad_z.view(n, h, w, c).permute(0, 3, 1, 2).to(ctx.dtype), None, None
+        return grad_z.view(n, h, w, c).permute(0, 3, 1, 2), None, None
+
+
+def _relu_lrn_bf16(rows: torch.Tensor, band: torch.Tensor, beta: float):
+    """The same function on bfloat16 rows, for bf16 autocast: no float32 copies of activations.
+
+    d = 1 + s with s = alpha/N * window sum of r^2 is within a few percent of 1, and bfloat16
+    (8 significant bits) cannot hold 1 + s finely enough for d^-beta: s itself can. So the
+    scale is exp(-beta * log1p(s)), exact in real numbers and accurate to bfloat16's rounding
+    here; the window sum is a bf16 matrix product (float32 accumulation inside oneDNN).
+    """
+    r = torch.relu(rows)
+    s = torch.mm(r * r, band.to(torch.bfloat16))
+    log_d = torch.log1p(s)
+    scale = torch.exp(log_d * -beta)
+    y = r * scale
+    y_over_d = y * torch.exp(-log_d)
+    return r, scale, y, y_over_d
 
 
 class ReluLRN(nn.Module):

@@ -274,3 +274,19 @@ def test_compiled_rcnn_matches_eager(norm):
             p.grad,
             msg=lambda m, name=name: f"{name}: {m}",
         )
+
+
+def test_bf16_lrn_is_the_same_function_to_bfloat16_rounding():
+    """The bf16 path (bf16 autocast) against float32: forward and gradient."""
+    torch.manual_seed(0)
+    lrn = ReluLRN(96)
+    z = (3 * torch.randn(4, 96, 7, 7)).contiguous(memory_format=torch.channels_last)
+    z32, z16 = z.clone().requires_grad_(), z.to(torch.bfloat16).requires_grad_()
+    y32, y16 = lrn(z32), lrn(z16)
+    assert y16.dtype == torch.bfloat16
+    g = torch.randn_like(y32)
+    y32.backward(g)
+    y16.backward(g.to(torch.bfloat16))
+    assert (y16.float() - y32).abs().max() <= 0.01 * y32.abs().max()
+    assert (z16.grad.float() - z32.grad).abs().max() <= 0.02 * z32.grad.abs().max()
+    assert (z16.grad.float() == 0).eq(z32.grad == 0).float().mean() > 0.99  # the ReLU mask

@@ -100,7 +100,10 @@ def test_prediction_is_sorted_capped_and_labelled_from_the_label_map():
         "model": "m",
         "version": "1",
         "empty": False,
+        "charset": "any",  # what the person said they are writing (emnist/charsets.py)
         "predictions": None,
+        "confidence": {"sure": True, "reason": None, "alternatives": []},
+        "hint": None,
         "batch_size": 2,
     }
     top1 = prediction(

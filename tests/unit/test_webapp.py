@@ -7,12 +7,10 @@ import base64
 import io
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 from PIL import Image
+from support.fake_torchserve import FakeTorchServe
 from support.servers import blank_png, drawing_png, free_ports, truncated_png
 
 from webapp import create_app
@@ -25,61 +23,6 @@ def png_of_size(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height), 255).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-class FakeTorchServe(BaseHTTPRequestHandler):
-    """emnist-cnn 1.0 (default) and 2.0, emnist-rcnn 1.0; records what it was sent."""
-
-    seen: ClassVar[list[dict]] = []  # shared on purpose: the tests read what was sent
-    models: ClassVar[dict[str, list[str]]] = {"emnist-cnn": ["1.0", "2.0"], "emnist-rcnn": ["1.0"]}
-
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-    def reply(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        path = self.path.split("?")[0].strip("/").split("/")
-        if path == ["ping"]:
-            return self.reply(200, {"status": "Healthy"})
-        if path == ["models"]:
-            return self.reply(200, {"models": [{"modelName": n} for n in self.models]})
-        if path[0] == "models" and path[1] in self.models:
-            versions = self.models[path[1]] if path[2:] == ["all"] else ["1.0"]
-            return self.reply(200, [{"modelVersion": v} for v in versions])
-        self.reply(404, {"code": 404, "message": "Model not found"})
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _, name, *version = self.path.strip("/").split("/")
-        if name not in self.models or (version and version[0] not in self.models[name]):
-            return self.reply(404, {"code": 404, "message": f"Model not found: {name}"})
-        self.seen.append({"headers": dict(self.headers), "body": body, "path": self.path})
-        if body.startswith(b"BAD"):
-            return self.reply(400, {"code": 400, "message": "the image data is corrupt"})
-        topk = int(self.headers.get("X-TopK", 5))
-        predictions = [{"label": label, "probability": 0.5} for label in "LI1C7"[:topk]]
-        version = version[0] if version else "1.0"
-        self.reply(200, {"model": name, "version": version, "empty": False,
-                         "predictions": predictions, "batch_size": 1})  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def fake_torchserve():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -107,9 +50,10 @@ def test_predict_multipart_returns_predictions_preview_and_latency(client):
     assert preview.size == (28, 28)
     assert body["latency_ms"] >= 0
     sent = FakeTorchServe.seen[-1]
-    # The original bytes go through; topk as a header (TorchServe drops query strings).
+    # The original bytes go through; every class is asked for (the app applies the charset and
+    # the top k itself), as a header (TorchServe drops query strings).
     assert sent["body"] == PNG and sent["headers"]["Content-Type"] == "image/png"
-    assert sent["headers"]["X-TopK"] == "3" and sent["path"] == "/predictions/emnist-cnn"
+    assert sent["headers"]["X-TopK"] == "47" and sent["path"] == "/predictions/emnist-cnn"
 
 
 @pytest.mark.parametrize(

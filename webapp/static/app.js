@@ -1,5 +1,6 @@
-// The drawing page: a Pointer Events canvas, predictions from /api/predict, a side-by-side
-// comparison from /api/compare, the model picker from /api/models and a TorchServe banner.
+// The drawing page: a Pointer Events canvas (or an uploaded, dropped or pasted image),
+// predictions from /api/predict in the chosen charset, a side-by-side comparison from
+// /api/compare, corrections to /api/feedback, the model picker from /api/models and a banner.
 "use strict";
 
 (() => {
@@ -17,11 +18,25 @@
     prediction: $("prediction"), confidence: $("confidence"), meta: $("meta"), bars: $("bars"),
     preview: $("preview"), previewEmpty: $("preview-empty"), banner: $("banner"),
     compare: $("compare"), compareBtn: $("compare-btn"), hint: $("canvas-hint"),
+    notice: $("notice"), teach: $("teach"), confirm: $("confirm"), labelInput: $("label-input"),
+    pickToggle: $("pick-toggle"), picker: $("picker"), teachStatus: $("teach-status"),
+    sendFeedback: $("send-feedback"), privacy: $("privacy"), upload: $("upload"),
+    file: $("file"), wrap: $("canvas-wrap"),
+  };
+  const FEEDBACK_ON_SERVER = document.body.dataset.feedback === "on";
+  // The 62 characters of the 47 classes: c, i, j, k, l, m, o, p, s, u, v, w, x, y, z are one
+  // class with their capital (the server maps them).
+  const CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt";
+  const store = {
+    get: (key, fallback) => { try { return localStorage.getItem(key) ?? fallback; } catch (e) { return fallback; } },
+    set: (key, value) => { try { localStorage.setItem(key, value); } catch (e) { /* private mode */ } },
   };
 
   // Strokes in canvas-relative units (0..1), so a resize or rotation redraws them exactly.
   const strokes = [];
   let current = null;
+  let uploaded = null; // {blob, bitmap}: an image file read instead of a drawing
+  let lastSent = null; // {blob, data}: what the last answer was for, for a correction
   let timer = null;
   let requestSeq = 0;
   let healthTimer = null;
@@ -45,8 +60,17 @@
     context.lineCap = "round";
     context.lineJoin = "round";
     context.lineWidth = side * STROKE_RATIO;
+    if (uploaded && context === ctx) drawUpload(context, side);
     for (const points of list) drawStroke(context, side, points);
     context.restore();
+  }
+
+  function drawUpload(context, side) {
+    const { bitmap } = uploaded;
+    const scale = Math.min(side / bitmap.width, side / bitmap.height);
+    const w = bitmap.width * scale;
+    const h = bitmap.height * scale;
+    context.drawImage(bitmap, (side - w) / 2, (side - h) / 2, w, h);
   }
 
   function drawStroke(context, side, points) {
@@ -73,9 +97,9 @@
   function redraw() {
     const list = current ? [...strokes, current] : strokes;
     paint(ctx, canvas.width, list);
-    els.hint.hidden = list.length > 0;
+    els.hint.hidden = list.length > 0 || uploaded !== null;
     els.undo.disabled = strokes.length === 0;
-    els.clear.disabled = strokes.length === 0;
+    els.clear.disabled = strokes.length === 0 && !uploaded;
   }
 
   function point(event) {
@@ -91,6 +115,7 @@
     // Capture keeps the stroke when the pen leaves the canvas; an inactive id throws.
     try { canvas.setPointerCapture(event.pointerId); } catch (err) { /* draw uncaptured */ }
     clearTimeout(timer);
+    if (uploaded) { uploaded = null; redraw(); } // drawing replaces an uploaded image
     current = { id: event.pointerId, points: [point(event)] };
     redrawCurrent();
   });
@@ -131,9 +156,46 @@
   function clearAll() {
     strokes.length = 0;
     current = null;
+    uploaded = null;
     redraw();
     resetResult();
   }
+
+  // ---- upload, drop and paste ----------------------------------------------------------------
+  async function useImage(file) {
+    if (!file || !file.type.startsWith("image/")) {
+      showError({ message: "that is not an image file: use a PNG, JPEG, WebP, GIF or BMP" });
+      return;
+    }
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch (err) {
+      showError({ message: "this image cannot be read: try a PNG or JPEG" });
+      return;
+    }
+    strokes.length = 0;
+    current = null;
+    uploaded = { blob: file, bitmap };
+    redraw();
+    predict();
+  }
+  els.upload.addEventListener("click", () => els.file.click());
+  els.file.addEventListener("change", () => { useImage(els.file.files[0]); els.file.value = ""; });
+  els.wrap.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    els.wrap.classList.add("dropping");
+  });
+  els.wrap.addEventListener("dragleave", () => els.wrap.classList.remove("dropping"));
+  els.wrap.addEventListener("drop", (event) => {
+    event.preventDefault();
+    els.wrap.classList.remove("dropping");
+    useImage(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
+    if (item) { event.preventDefault(); useImage(item.getAsFile()); }
+  });
 
   // ---- predictions ---------------------------------------------------------------------------
   function schedulePredict() {
@@ -141,17 +203,28 @@
     timer = setTimeout(predict, DEBOUNCE_MS);
   }
 
+  // The drawing as a PNG Blob. toDataURL, not toBlob: Chromium's toBlob waited about a second
+  // before encoding a one-stroke canvas (measured in the page: 1,000 ms against 2 ms here).
   function exportPng() {
+    if (uploaded) return uploaded.blob;
     const off = document.createElement("canvas");
     off.width = off.height = EXPORT_SIDE;
     paint(off.getContext("2d"), EXPORT_SIDE, strokes);
-    return new Promise((resolve) => off.toBlob(resolve, "image/png"));
+    const bytes = atob(off.toDataURL("image/png").split(",", 2)[1]);
+    const array = new Uint8Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) array[i] = bytes.charCodeAt(i);
+    return new Blob([array], { type: "image/png" });
+  }
+
+  function charset() {
+    return document.querySelector('input[name="charset"]:checked').value;
   }
 
   function formFor(blob) {
     const form = new FormData();
-    form.append("image", blob, "drawing.png");
+    form.append("image", blob, uploaded ? (uploaded.blob.name || "upload") : "drawing.png");
     form.append("topk", "5");
+    form.append("charset", charset());
     return form;
   }
 
@@ -164,9 +237,9 @@
 
   async function predict() {
     clearTimeout(timer);
-    if (!strokes.length) return;
+    if (!strokes.length && !uploaded) return;
     const seq = ++requestSeq;
-    const blob = await exportPng();
+    const blob = exportPng();
     const form = formFor(blob);
     const [model, version] = (els.select.value || "|").split("|");
     if (model) form.append("model", model);
@@ -175,6 +248,7 @@
     try {
       const data = await postJson("/api/predict", form);
       if (seq !== requestSeq) return; // a newer drawing is on its way
+      lastSent = { blob, data };
       showResult(data);
       setBanner(null);
       compare(blob, seq);
@@ -187,8 +261,8 @@
   }
 
   async function compare(blob, seq) {
-    if (!strokes.length) return;
-    blob = blob || await exportPng();
+    if (!strokes.length && !uploaded) return;
+    blob = blob || exportPng();
     seq = seq || requestSeq;
     els.compareBtn.disabled = true;
     try {
@@ -209,14 +283,29 @@
     els.previewEmpty.hidden = true;
     els.meta.textContent = `${data.model} ${data.version} · ${Math.round(data.latency_ms)} ms`;
     els.bars.replaceChildren();
+    setNotice(null);
     if (data.empty || !data.predictions.length) {
       els.prediction.textContent = "–";
-      els.confidence.textContent = "Nothing drawn";
+      els.confidence.textContent = data.empty_reason === "dot" ?
+        "Just a dot: draw a whole character" : "Nothing drawn";
+      showTeach(null);
       return;
     }
     const top = data.predictions[0];
     els.prediction.textContent = top.label;
-    els.confidence.textContent = `${pct(top.probability)} confident`;
+    const sure = !data.confidence || data.confidence.sure;
+    els.confidence.textContent = sure ? `${pct(top.probability)} confident` :
+      `Not sure (${pct(top.probability)})`;
+    els.prediction.classList.toggle("unsure", !sure);
+    const notes = [];
+    if (!sure) {
+      const others = data.confidence.alternatives.join(" or ");
+      notes.push(data.confidence.reason === "lookalike" ?
+        `${top.label} and ${others} look alike: say what you are writing above, or correct it below.` :
+        `A weak answer: it could also be ${others || "something else"}.`);
+    }
+    if (data.hint === "small") notes.push("Draw bigger: the character fills only a small part of the box.");
+    if (notes.length) setNotice(notes.join(" "));
     for (const { label, probability } of data.predictions) {
       const li = document.createElement("li");
       li.className = "bar";
@@ -228,7 +317,87 @@
       li.querySelector(".bar-value").textContent = pct(probability);
       els.bars.append(li);
     }
+    showTeach(data);
   }
+
+  function setNotice(message) {
+    els.notice.hidden = !message;
+    els.notice.textContent = message || "";
+  }
+
+  // ---- corrections ---------------------------------------------------------------------------
+  function feedbackWanted() {
+    return FEEDBACK_ON_SERVER && els.sendFeedback.checked;
+  }
+
+  function showTeach(data) {
+    els.teach.hidden = !data || !feedbackWanted();
+    els.teachStatus.textContent = "";
+    els.labelInput.value = "";
+    els.picker.hidden = true;
+    els.pickToggle.setAttribute("aria-expanded", "false");
+    if (data) els.confirm.textContent = `✓ It is ${data.predictions[0].label}`;
+  }
+
+  function writerId() {
+    let id = store.get("emnist.writer", null);
+    if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+      const bytes = crypto.getRandomValues(new Uint8Array(16));
+      id = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+      store.set("emnist.writer", id);
+    }
+    return id;
+  }
+
+  async function sendCorrection(label) {
+    if (!lastSent || !feedbackWanted()) return;
+    const { blob, data } = lastSent;
+    const form = new FormData();
+    form.append("image", blob, "drawing.png");
+    form.append("label", label);
+    form.append("model", data.model || "");
+    form.append("version", data.version || "");
+    form.append("predicted", data.predictions[0] ? data.predictions[0].label : "");
+    form.append("charset", data.charset || charset());
+    form.append("writer", writerId());
+    els.teachStatus.textContent = "Saving…";
+    try {
+      const saved = await postJson("/api/feedback", form);
+      const right = saved.label === (data.predictions[0] || {}).label;
+      els.teachStatus.textContent = saved.duplicate ? `Already saved as ${saved.label}.` :
+        (right ? `Thanks: confirmed ${saved.label}.` : `Thanks: saved as ${saved.label}.`);
+      els.teach.classList.add("saved");
+    } catch (err) {
+      els.teachStatus.textContent = `Not saved: ${err.message}`;
+    }
+  }
+
+  function buildPicker() {
+    for (const label of CLASSES) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "pick";
+      button.textContent = label;
+      button.addEventListener("click", () => sendCorrection(label));
+      els.picker.append(button);
+    }
+  }
+
+  els.confirm.addEventListener("click", () => {
+    if (lastSent && lastSent.data.predictions[0]) sendCorrection(lastSent.data.predictions[0].label);
+  });
+  els.labelInput.addEventListener("input", () => {
+    const label = els.labelInput.value.trim();
+    if (label) sendCorrection(label); // one key: typing the character sends it
+  });
+  els.pickToggle.addEventListener("click", () => {
+    els.picker.hidden = !els.picker.hidden;
+    els.pickToggle.setAttribute("aria-expanded", String(!els.picker.hidden));
+  });
+  els.sendFeedback.addEventListener("change", () => {
+    store.set("emnist.feedback", els.sendFeedback.checked ? "on" : "off");
+    els.teach.hidden = !feedbackWanted() || !lastSent;
+  });
 
   function resetResult() {
     requestSeq++;
@@ -239,6 +408,9 @@
     els.bars.replaceChildren();
     els.preview.hidden = true;
     els.previewEmpty.hidden = false;
+    lastSent = null;
+    setNotice(null);
+    showTeach(null);
     els.compare.innerHTML =
       '<p class="muted">Every model\'s default version on the same drawing, side by side.</p>';
   }
@@ -253,17 +425,23 @@
 
   function showCompare(data) {
     els.compare.replaceChildren();
-    for (const result of data.results) {
+    // A digits-only model answers every drawing with a digit: shown last, and marked.
+    const ordered = [...data.results].sort((a, b) => Number(!!a.digits_only) - Number(!!b.digits_only));
+    for (const result of ordered) {
       const card = document.createElement("div");
-      card.className = "model-card" + (result.error ? " error" : "");
+      card.className = "model-card" + (result.error ? " error" : "") +
+        (result.digits_only ? " digits-only" : "");
       const title = document.createElement("h3");
-      title.textContent = result.error ? result.model : `${result.model} ${result.version}`;
+      title.textContent = result.version ? `${result.model} ${result.version}` : result.model;
       const big = document.createElement("div");
       big.className = "big";
       const small = document.createElement("div");
       small.className = "small";
       const top = result.predictions && result.predictions[0];
-      if (result.error) {
+      if (result.skipped) { // e.g. the digits model while letters are being written
+        big.textContent = "–";
+        small.textContent = `not for ${charset()}`;
+      } else if (result.error) {
         big.textContent = "!";
         small.textContent = result.error;
       } else {
@@ -272,6 +450,12 @@
         small.textContent = `${p}${Math.round(result.latency_ms)} ms`;
       }
       card.append(title, big, small);
+      if (result.digits_only) {
+        const tag = document.createElement("div");
+        tag.className = "tag";
+        tag.textContent = "reads digits only";
+        card.append(tag);
+      }
       els.compare.append(card);
     }
   }
@@ -329,7 +513,20 @@
 
   function setBanner(message) {
     els.banner.hidden = !message;
-    els.banner.textContent = message ? `⚠ ${message}` : "";
+    els.banner.replaceChildren();
+    if (message) {
+      // `make serve` in a message is a command: shown as code, never as Markdown backticks.
+      els.banner.append("⚠ ");
+      message.split("`").forEach((part, i) => {
+        if (i % 2) {
+          const code = document.createElement("code");
+          code.textContent = part;
+          els.banner.append(code);
+        } else {
+          els.banner.append(part);
+        }
+      });
+    }
     if (message) {
       clearTimeout(healthTimer);
       healthTimer = setTimeout(checkHealth, 4000);
@@ -341,14 +538,31 @@
   els.clear.addEventListener("click", clearAll);
   els.undo.addEventListener("click", undo);
   els.compareBtn.addEventListener("click", () => compare());
-  els.select.addEventListener("change", () => strokes.length && predict());
+  els.select.addEventListener("change", () => (strokes.length || uploaded) && predict());
+  for (const radio of document.querySelectorAll('input[name="charset"]')) {
+    radio.addEventListener("change", () => {
+      store.set("emnist.charset", charset());
+      if (strokes.length || uploaded) predict();
+    });
+  }
   document.addEventListener("keydown", (event) => {
     if (event.altKey || event.target instanceof HTMLSelectElement) return;
+    if (event.target instanceof HTMLInputElement && event.target.type === "text") return;
     const key = event.key.toLowerCase();
     if (key === "z" && !event.shiftKey) { event.preventDefault(); undo(); }
     else if (key === "c" && !event.ctrlKey && !event.metaKey) { event.preventDefault(); clearAll(); }
+    else if (key === "y" && !els.teach.hidden) { event.preventDefault(); els.confirm.click(); }
     else if (key === "enter" && !(event.target instanceof HTMLButtonElement)) predict();
   });
+  // Remembered across visits: what is being written, and whether corrections are sent.
+  const savedCharset = store.get("emnist.charset", "any");
+  const radio = document.querySelector(`input[name="charset"][value="${savedCharset}"]`);
+  if (radio) radio.checked = true;
+  els.sendFeedback.checked = store.get("emnist.feedback", "on") !== "off";
+  if (!FEEDBACK_ON_SERVER) {
+    els.privacy.textContent = "Corrections are turned off on this server: nothing you draw is stored.";
+  }
+  buildPicker();
   new ResizeObserver(resize).observe(canvas);
   resize();
   loadModels();
