@@ -1,11 +1,13 @@
 """The TorchServe handler without a TorchServe: a real `Context` pointing at tmp_path."""
 
 import base64
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from support.servers import LABELS, blank_png, drawing_png, truncated_png, write_checkpoint
 
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
@@ -151,3 +153,34 @@ def test_the_gpu_torchserve_assigns_is_used(model_dir, monkeypatch, gpu_id):
 def test_describe_reports_the_checkpoint(served):
     info = json.loads(served[0].describe_handle())
     assert info["arch"] == "cnn" and info["classes"] == len(LABELS)
+
+
+def test_charset_from_body_query_parameter_and_header(served):
+    """LABELS are A, b, 7, Z: `digits` leaves 7 alone, `letters` everything else."""
+    rows = [
+        {"body": {"image": base64.b64encode(drawing_png()).decode(), "charset": "digits"}},
+        {"body": drawing_png(), "charset": b"letters"},
+        {"body": drawing_png()},
+        {"body": drawing_png(), "charset": b"greek"},
+    ]
+    headers = [{}, {}, {"X-Charset": "upper"}, {}]
+    answers, statuses = run(served, rows, headers)
+    assert statuses == [200, 200, 200, 400]
+    assert [p["label"] for p in answers[0]["predictions"]] == ["7"]
+    assert answers[0]["predictions"][0]["probability"] == 1.0 and answers[0]["charset"] == "digits"
+    assert {p["label"] for p in answers[1]["predictions"]} == {"A", "b", "Z"}
+    assert sum(p["probability"] for p in answers[1]["predictions"]) == pytest.approx(1.0)
+    assert {p["label"] for p in answers[2]["predictions"]} == {"A", "Z"}
+    assert "unknown charset" in answers[3]["message"]
+
+
+def test_a_dot_is_answered_as_empty_and_keeps_out_of_the_batch(served):
+    image = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(image).ellipse((132, 132, 148, 148), fill="black")  # a tap of the pen
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    answers, statuses = run(served, [{"body": buffer.getvalue()}, {"body": drawing_png()}])
+    assert statuses == [200, 200]
+    assert answers[0]["empty"] and answers[0]["empty_reason"] == "dot"
+    assert answers[0]["predictions"] == []
+    assert answers[1]["predictions"] and "confidence" in answers[1]

@@ -125,3 +125,33 @@ def test_label_map_must_cover_every_index(tmp_path):
     path.write_text(json.dumps({"0": "a", "2": "c"}))
     with pytest.raises(ValueError, match="without gaps"):
         load_labels(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "headers", "charset"),
+    [
+        ({"body": json.dumps({"image": B64, "charset": "digits"}).encode()}, {}, "digits"),
+        ({"body": PNG, "charset": b"Upper"}, {}, "upper"),
+        ({"body": PNG}, {"X-Charset": "lower"}, "lower"),
+        ({"body": PNG}, {}, "any"),
+        (
+            {
+                "body": {
+                    "inputs": [{"datatype": "BYTES", "data": [B64]}],
+                    "parameters": {"charset": "letters"},
+                }
+            },
+            {},
+            "letters",
+        ),
+    ],
+    ids=["json", "query-or-form", "header", "default", "kserve-v2-parameters"],
+)
+def test_charset_comes_from_the_body_a_parameter_or_a_header(row, headers, charset):
+    assert parse_request(row, headers).charset == charset
+
+
+def test_an_unknown_charset_is_a_400():
+    with pytest.raises(RequestError, match="unknown charset") as caught:
+        parse_request({"body": PNG, "charset": b"cyrillic"})
+    assert caught.value.status == 400

@@ -9,7 +9,7 @@ import json
 import socket
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from support.fake_torchserve import FakeTorchServe
 from support.servers import blank_png, drawing_png, free_ports, truncated_png
 
@@ -249,3 +249,64 @@ def test_token_file_keys_are_sent(tmp_path, fake_torchserve):
     FakeTorchServe.seen.clear()
     app.test_client().post("/api/predict", data=PNG, content_type="image/png")
     assert FakeTorchServe.seen[-1]["headers"]["Authorization"] == "Bearer inf-key"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": {"image": (io.BytesIO(PNG), "a.png"), "charset": "letters"}},
+        {"data": PNG, "content_type": "image/png", "query_string": {"charset": "letters"}},
+        {"json": {"image": B64, "charset": "letters"}},
+        {"data": PNG, "content_type": "image/png", "headers": {"X-Charset": "letters"}},
+    ],
+    ids=["form-field", "query", "json-key", "header"],
+)
+def test_charset_in_every_form_renormalises_over_its_classes(client, kwargs):
+    """The fake answers L, I, 1, C, 7 at 0.5 each: letters keeps L, I, C at a third each."""
+    response = client.post("/api/predict", **kwargs)
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["charset"] == "letters"
+    assert [p["label"] for p in body["predictions"]] == ["L", "I", "C"]
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx([1 / 3] * 3, abs=1e-5)
+    assert body["confidence"] == {"sure": False, "reason": "lookalike", "alternatives": ["I"]}
+
+
+@pytest.mark.parametrize("value", ["greek", "LETTERSX", "1"])
+def test_an_unknown_charset_is_a_400_that_names_the_choices(client, value):
+    response = client.post(
+        "/api/predict", data={"image": (io.BytesIO(PNG), "a.png"), "charset": value}
+    )
+    assert response.status_code == 400
+    assert "any, digits, letters, upper, lower" in response.json["message"]
+    assert FakeTorchServe.seen == []  # refused before TorchServe is asked
+
+
+def test_digits_only_for_the_digits_and_compare_marks_no_model_digits_only(client):
+    response = client.post(
+        "/api/predict", data={"image": (io.BytesIO(PNG), "a.png"), "charset": "digits"}
+    )
+    assert [p["label"] for p in response.json["predictions"]] == ["1", "7"]
+    compare = client.post("/api/compare", data={"image": (io.BytesIO(PNG), "a.png")}).json
+    assert compare["charset"] == "any"
+    assert [r["digits_only"] for r in compare["results"]] == [False, False]
+
+
+def test_a_dot_and_a_small_drawing(client):
+    dot = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(dot).ellipse((132, 132, 148, 148), fill="black")
+    small = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(small).line([(20, 20), (20, 60)], fill="black", width=15)
+    answers = []
+    for image in (dot, small):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        answers.append(
+            client.post("/api/predict", data=buffer.getvalue(), content_type="image/png").json
+        )
+    assert (
+        answers[0]["empty"]
+        and answers[0]["empty_reason"] == "dot"
+        and answers[0]["predictions"] == []
+    )
+    assert not answers[1]["empty"] and answers[1]["hint"] == "small"
