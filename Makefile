@@ -133,8 +133,9 @@ serve: install ## start TorchServe (logs in LOGS/), wait until every model is RE
 stop: ## stop the TorchServe started by make serve, and its workers
 	$(CTL) stop
 
-models: ## list the served models, versions, default versions and workers
+models: ## list the served models, versions, default versions and workers, and the ledger
 	$(CTL) models
+	@echo; $(PY) -m release.ledger show | tail -n 10
 
 register: ## register model_store/MODEL-VERSION.mar on the running server (not as default)
 	$(CTL) register $(MODEL) $(VERSION)
@@ -155,6 +156,29 @@ webapp: install ## only the web app (waitress, 127.0.0.1:WEB_PORT) for a TorchSe
 	$(PY) -m webapp --port $(WEB_PORT) --inference-url http://127.0.0.1:$(INFERENCE_PORT) \
 		--management-url http://127.0.0.1:$(MANAGEMENT_PORT) \
 		$(if $(filter 1 yes true,$(TOKEN_AUTH)),--token-file $(LOGS)/key_file.json)
+
+# Learning from corrections (docs/serving.md#learning-from-corrections): make learn MODEL=emnist-cnn,
+# then make promote MODEL=emnist-cnn VERSION=1.3 (FORCE=1 REASON="..." overrides the gate).
+LEARN_ARGS ?=
+PROMOTE_ARGS ?=
+FORCE ?= 0
+REASON ?=
+.PHONY: learn promote rollback ledger
+learn: install ## fine-tune MODEL's default on people's corrections into a candidate version
+	@test -n "$(MODEL)" || { echo "usage: make learn MODEL=emnist-cnn"; exit 2; }
+	$(PY) -m release.learn --model $(MODEL) $(LEARN_ARGS)
+
+promote: install ## make MODEL's VERSION the default if it passes the gate (FORCE=1 REASON=...)
+	@test -n "$(MODEL)" -a -n "$(VERSION)" || { echo "usage: make promote MODEL=emnist-cnn VERSION=1.3"; exit 2; }
+	$(PY) -m release.promote --logs $(LOGS) promote --model $(MODEL) --version $(VERSION) \
+		$(if $(filter 1 yes true,$(FORCE)),--force --reason "$(REASON)") $(PROMOTE_ARGS)
+
+rollback: install ## return MODEL to the default before its last promotion
+	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=emnist-cnn"; exit 2; }
+	$(PY) -m release.promote --logs $(LOGS) rollback --model $(MODEL)
+
+ledger: install ## the release ledger: every learn, gate, promotion and rollback
+	$(PY) -m release.ledger show
 
 # KServe: the storage layout its TorchServe runtime mounts (deploy/kserve/README.md).
 # make kserve-layout KSERVE_OUT=build/kserve-cnn2 KSERVE_ARGS="--pin emnist-cnn=2.0"

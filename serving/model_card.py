@@ -54,6 +54,7 @@ def build_card(
                 {"file": f.get("file"), "sha256": f.get("sha256")} for f in data.get("files", [])
             ],
             "handwriting_fonts": data.get("handwriting_fonts"),
+            "feedback": data.get("feedback"),
         },
         "validation": {
             "top1": metrics.get("val_acc"),
@@ -177,6 +178,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(
             f"- Handwriting fonts {fonts['fraction']:.0%} of each epoch, families "
             f"{', '.join(fonts['families'])} (Debian packages): {files}"
+        )
+    corrections = card["data"].get("feedback")
+    if corrections:
+        lines.append(
+            f"- People's corrections {corrections['fraction']:.0%} of each epoch: "
+            f"{corrections['images']} from {len(corrections['writers'])} writers (feedback "
+            f"database snapshot {corrections['database_sha256'][:12]}; held-out writers kept out)"
         )
     recalibrated = training.get("bn_recalibration")
     if recalibrated:

@@ -9,6 +9,7 @@ data/feedback/feedback.sqlite3) and writes, atomically (a temporary folder renam
     feedback-{train,heldout}-images-idx3-ubyte.gz   28x28 uint8, EMNIST orientation
     feedback-{train,heldout}-labels-idx1-ubyte.gz   indices into the 47 bymerge classes
     feedback-mapping.txt                            `<label> <ASCII code>`, as EMNIST's
+    {train,heldout}-originals/00000.png ...         the pictures as people sent them, in order
     manifest.json                                   counts, writers, the snapshot's SHA-256
 
 The split is by writer, never by image: a writer's corrections are all in one part, so the
@@ -91,6 +92,10 @@ def export(db: Path, out: Path, heldout_fraction: float = 0.2) -> dict:
             labels = np.array([CLASSES.index(r["label"]) for r in chosen], dtype=np.uint8)
             write_idx(staging / file_name(part, "images"), images)
             write_idx(staging / file_name(part, "labels"), labels)
+            originals = staging / f"{part}-originals"
+            originals.mkdir()
+            for i, r in enumerate(chosen):  # the gate sends these through TorchServe
+                (originals / f"{i:05d}.png").write_bytes(r["image_png"])
             manifest["parts"][part] = {
                 "images": len(chosen),
                 "writers": sorted({r["writer"] for r in chosen}),
@@ -117,6 +122,15 @@ def load_export(folder: Path, part: str = "train") -> tuple[np.ndarray, list[str
     images = read_idx(folder / file_name(part, "images"))
     labels = read_idx(folder / file_name(part, "labels"))
     return images, [manifest["classes"][i] for i in labels], manifest
+
+
+def load_originals(folder: Path, part: str = "heldout") -> tuple[list[bytes], list[str]]:
+    """The pictures of one part as people sent them, with their class names."""
+    _, names, _ = load_export(folder, part)
+    files = sorted((folder / f"{part}-originals").glob("*.png"))
+    if len(files) != len(names):
+        raise ValueError(f"{folder}: {len(files)} originals for {len(names)} {part} labels")
+    return [f.read_bytes() for f in files], names
 
 
 def stats(db: Path) -> dict:
