@@ -114,6 +114,7 @@ def _run(
     batch_size: int = 8,
     threads: int | None = None,
     gpu_id: int | None = None,
+    precision: str | None = None,
 ) -> tuple[Path, dict, tempfile.TemporaryDirectory]:
     """Run one worker task; returns (output file, the worker's report, the folder holding it)."""
     work = tempfile.TemporaryDirectory(prefix="emnist-run-")
@@ -130,6 +131,8 @@ def _run(
     env["EMNIST_EVAL_GPU"] = "" if gpu_id is None else str(gpu_id)
     if threads is not None:
         env["EMNIST_CPU_THREADS"] = str(threads)  # read by the handler, over model-config.yaml
+    if precision is not None:
+        env["EMNIST_PRECISION"] = precision  # likewise (archives that predate it ignore it)
     root, out = tmp / "model", tmp / "output"
     command = [sys.executable, "-I", str(WORKER), str(root), task, str(source), str(out)]
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
@@ -178,6 +181,7 @@ def probabilities(
     batch_size: int = 512,
     threads: int | None = None,
     gpu_id: int | None = None,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Class probabilities from the handler's inference for uint8 (N, 28, 28) EMNIST images.
 
@@ -193,7 +197,13 @@ def probabilities(
 
     threads = threads or os.cpu_count() or 1
     out, report, work = _run(
-        mar, "probabilities", write, batch_size=batch_size, threads=threads, gpu_id=gpu_id
+        mar,
+        "probabilities",
+        write,
+        batch_size=batch_size,
+        threads=threads,
+        gpu_id=gpu_id,
+        precision=precision,
     )
     with work:
         result = np.load(f"{out}.npy")
@@ -203,6 +213,7 @@ def probabilities(
         "model_version": model.get("modelVersion"),
         "labels": report["labels"],
         "device": report["device"],
+        "precision": report.get("precision", "fp32"),
     }
     return result, info
 

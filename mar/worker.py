@@ -201,7 +201,8 @@ def main(argv: list[str]) -> None:
         {"handle": task_handle, "preprocess": task_preprocess, "time": task_time}[task](
             handler, context, spec, out
         )
-    report = {"device": str(handler.device), "labels": handler.labels}
+    precision = getattr(handler, "precision", "fp32")  # archives before 2.0 compute in fp32
+    report = {"device": str(handler.device), "labels": handler.labels, "precision": precision}
     print(json.dumps({**report, "outside": imported_from_outside(root)}))
 
 

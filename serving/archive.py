@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
         "batchSize": args.batch_size,
         "maxBatchDelay": args.max_batch_delay,
         "responseTimeout": args.response_timeout,
-        "handler": {"cpu_threads": args.cpu_threads},
+        "handler": {"cpu_threads": args.cpu_threads, "precision": args.precision},
     }
     test_metrics = None
     if args.test_metrics:
@@ -134,6 +134,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--response-timeout", type=int, default=30, help="s before a worker is deemed stuck"
     )
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="fp32",
+        help="CPU inference arithmetic (model-config.yaml; EMNIST_PRECISION overrides it when "
+        "serving): auto = bf16 where the CPU has native bf16",
+    )
     parser.add_argument(
         "--test-metrics",
         type=Path,

@@ -12,26 +12,16 @@ The checkpoint records the precision a run used (`train_config["precision"]`).
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
 
+from emnist import hardware
+
 CHOICES = ("auto", "fp32", "bf16")
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+BF16_CPU_FLAGS = hardware.BF16_CPU_FLAGS
 
 
-@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return hardware.cpu_flags()
 
 
 def cpu_bf16_native() -> bool:

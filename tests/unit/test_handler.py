@@ -184,3 +184,33 @@ def test_a_dot_is_answered_as_empty_and_keeps_out_of_the_batch(served):
     assert answers[0]["empty"] and answers[0]["empty_reason"] == "dot"
     assert answers[0]["predictions"] == []
     assert answers[1]["predictions"] and "confidence" in answers[1]
+
+
+def test_precision_from_model_config_or_environment_and_bf16_answers_like_fp32(
+    model_dir, monkeypatch, restore_threads
+):
+    monkeypatch.delenv(emnist_handler.PRECISION_ENV, raising=False)
+    answers = {}
+    for setting in ("fp32", "bf16"):
+        (model_dir / "model-config.yaml").write_text(f"handler:\n  precision: {setting}\n")
+        handler = EmnistHandler()
+        context = minimal_context(model_dir, MANIFEST)
+        handler.initialize(context)
+        assert handler.precision == setting
+        start_batch(context, 1)
+        answers[setting] = handler.handle([{"body": drawing_png()}], context)[0]
+    fp32 = {p["label"]: p["probability"] for p in answers["fp32"]["predictions"]}
+    bf16 = {p["label"]: p["probability"] for p in answers["bf16"]["predictions"]}
+    assert answers["fp32"]["predictions"][0]["label"] == answers["bf16"]["predictions"][0]["label"]
+    assert all(abs(fp32[k] - bf16[k]) < 0.02 for k in fp32)  # bf16 rounding only
+    monkeypatch.setenv(emnist_handler.PRECISION_ENV, "fp32")  # serving-time override
+    handler = EmnistHandler()
+    handler.initialize(minimal_context(model_dir, MANIFEST))
+    assert handler.precision == "fp32"
+    monkeypatch.setenv(emnist_handler.PRECISION_ENV, "auto")
+    monkeypatch.setattr(emnist_handler.hardware, "cpu_bf16_native", lambda: False)
+    handler.initialize(minimal_context(model_dir, MANIFEST))
+    assert handler.precision == "fp32"  # no native bf16: float32
+    monkeypatch.setenv(emnist_handler.PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="precision"):
+        handler.initialize(minimal_context(model_dir, MANIFEST))
