@@ -18,6 +18,7 @@ Candidates are made from user data: they stay out of git, as the corrections do.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m release.learn", description=__doc__, formatter_class=HelpFormatter
     )
     p.add_argument("--model", required=True, help="e.g. emnist-cnn")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help="the feedback store")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=Path(os.environ.get("EMNIST_FEEDBACK_DB") or DEFAULT_DB),
+        help="the feedback store (EMNIST_FEEDBACK_DB)",
+    )
     p.add_argument("--store", type=Path, default=PROJECT_ROOT / "model_store")
     p.add_argument(
         "--config", type=Path, default=ledger.CONFIG, help="whose defaults to start from"

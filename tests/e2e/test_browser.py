@@ -22,6 +22,7 @@ from support.servers import free_ports, needs_java
 
 from evaluation.stroke_drawings import app_brush_px, draw_character
 from serving import processes, torchserve
+from serving.management import Endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -285,9 +286,10 @@ def test_charset_not_sure_and_a_correction(demo, browser, feedback_db, name, opt
         context.close()
 
 
-def test_confirming_with_one_key_and_the_feedback_switch(demo, browser, feedback_db):
+@pytest.mark.parametrize(("name", "options"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_confirming_with_one_key_and_the_feedback_switch(demo, browser, feedback_db, name, options):
     expect = playwright_api.expect
-    context = browser.new_context(**DESKTOP)
+    context = browser.new_context(**options)
     try:
         page = context.new_page()
         page.goto(demo)
@@ -295,8 +297,12 @@ def test_confirming_with_one_key_and_the_feedback_switch(demo, browser, feedback
         draw_seven(page)
         assert answer(page, expect) == "7"
         before = len(rows(feedback_db))
-        page.keyboard.press("y")  # "it is right"
+        if name == "phone":
+            page.tap("#confirm")  # one tap
+        else:
+            page.keyboard.press("y")  # one key: "it is right"
         expect(page.locator("#teach-status")).to_contain_text("confirmed 7", timeout=15_000)
+        page.screenshot(path=ARTIFACTS / f"confirmed-{name}.png", full_page=True)
         assert len(rows(feedback_db)) == before + 1 and rows(feedback_db)[-1][0] == "7"
         page.uncheck("#send-feedback")  # remembered, and nothing more is sent
         page.click("#clear")
@@ -329,11 +335,12 @@ def test_a_dot_is_empty_and_a_small_drawing_gets_a_hint(demo, browser):
         context.close()
 
 
-def test_upload_by_file_picker_and_by_drop(demo, browser, tmp_path):
+@pytest.mark.parametrize(("name", "options"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_upload_by_file_picker_and_by_drop(demo, browser, tmp_path, name, options):
     expect = playwright_api.expect
     image = draw_character("7", "futural", np.random.default_rng(0), brush=app_brush_px())
     image.save(tmp_path / "seven.png")
-    context = browser.new_context(**DESKTOP)
+    context = browser.new_context(**options)
     try:
         page = context.new_page()
         page.goto(demo)
@@ -354,7 +361,20 @@ def test_upload_by_file_picker_and_by_drop(demo, browser, tmp_path):
             data,
         )
         assert answer(page, expect) == "7"
-        page.screenshot(path=ARTIFACTS / "upload.png", full_page=True)
+        page.screenshot(path=ARTIFACTS / f"upload-{name}.png", full_page=True)
+        page.keyboard.press("c")
+        expect(page.locator("#prediction")).to_have_text("?")
+        page.evaluate(
+            """(bytes) => {
+                const file = new File([new Uint8Array(bytes)], "seven.png", {type: "image/png"});
+                const transfer = new DataTransfer();
+                transfer.items.add(file);
+                document.dispatchEvent(new ClipboardEvent("paste", {bubbles: true,
+                                                                    clipboardData: transfer}));
+            }""",
+            data,
+        )
+        assert answer(page, expect) == "7"  # pasted
     finally:
         context.close()
 
@@ -391,3 +411,23 @@ def test_one_stroke_is_answered_as_fast_as_several(demo, browser):
         assert one_ms < several_ms + 250 and one_ms < 900, timings  # 300 ms is the debounce
     finally:
         context.close()
+
+
+def test_the_banner_shows_commands_as_code_not_backticks(browser, tmp_path):
+    """TorchServe down: the page says so, with `make serve` as code."""
+    expect = playwright_api.expect
+    nowhere = f"http://127.0.0.1:{free_ports(1)[0]}"
+    endpoints = Endpoints(inference=nowhere, management=nowhere, metrics=nowhere)
+    env = {**os.environ, "EMNIST_FEEDBACK_DB": str(tmp_path / "f.sqlite3")}
+    with processes.webapp(endpoints, tmp_path / "webapp.log", env=env) as (url, _):
+        context = browser.new_context(**DESKTOP)
+        try:
+            page = context.new_page()
+            page.goto(url)
+            banner = page.locator("#banner")
+            expect(banner).to_be_visible(timeout=15_000)
+            expect(banner.locator("code").first).to_have_text("make serve")
+            assert "`" not in banner.inner_text()
+            page.screenshot(path=ARTIFACTS / "banner.png")
+        finally:
+            context.close()

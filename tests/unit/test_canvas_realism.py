@@ -9,21 +9,17 @@ figures; docs/canvas_realism.md explains the accuracy floors below.
 from __future__ import annotations
 
 import io
-import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.servers import latest_released, needs_java, torchserve_running
+from support.servers import latest_released
 
 from evaluation.drawings import (
     drawings_for,
     evaluate,
     load_released,
-    preprocess_drawings,
-    top3_names,
 )
 from evaluation.stroke_drawings import (
     CANVAS_SIZE,
@@ -33,6 +29,7 @@ from evaluation.stroke_drawings import (
     label_of,
     paint,
 )
+from mar import archive
 
 pytest.importorskip("HersheyFonts", reason="Hershey-Fonts (requirements.txt) draws the strokes")
 
@@ -76,8 +73,7 @@ def test_drawings_are_canvas_pngs_covering_every_class_deterministically(drawing
     assert (first.format, first.mode, first.size) == ("PNG", "RGB", (CANVAS_SIZE, CANVAS_SIZE))
     corners = np.asarray(first)[[0, 0, -1, -1], [0, -1, 0, -1]]
     assert (corners == 255).all(), "white paper, as app.js fills it"
-    with zipfile.ZipFile(latest_released("emnist-cnn")) as mar:
-        classes = set(json.loads(mar.read("index_to_name.json")).values())
+    classes = set(archive.labels(latest_released("emnist-cnn")))
     assert {d.label for d in drawings} == classes and len(classes) == 47
     assert {d.char for d in drawings} == set(CHARACTERS) and len(CHARACTERS) == 62
     assert label_of("o") == "O" and label_of("a") == "a"
@@ -110,33 +106,3 @@ def test_released_digits_model_reads_the_drawn_digits_only(drawings):
     print(f"{result['n']} digit drawings: top-1 {result['top1']:.3f}, top-3 {result['top3']:.3f}")
     assert result["top1"] >= DIGITS_TOP1_FLOOR
     assert result["top3"] >= DIGITS_TOP3_FLOOR
-
-
-@pytest.mark.slow
-@pytest.mark.torchserve
-@needs_java
-def test_web_app_and_torchserve_answer_as_the_benchmark_does(tmp_path, drawings):
-    """A few drawings through the real web app and a TorchServe serving model_store/ itself."""
-    from webapp import create_app
-
-    archive = latest_released("emnist-cnn")
-    version = archive.stem.removeprefix("emnist-cnn-")
-    sample = drawings[::31]  # 10 drawings, spread over the characters
-    expected = top3_names(released := load_released(archive), preprocess_drawings(released, sample))
-    config = ROOT / "config.properties"  # model_store/ itself, with its release defaults
-    with torchserve_running(tmp_path / "logs", MODEL_STORE, config=config) as server:
-        endpoints = server.endpoints
-        app = create_app(
-            {"INFERENCE_URL": endpoints.inference, "MANAGEMENT_URL": endpoints.management}
-        )
-        client = app.test_client()
-        for drawing, labels in zip(sample, expected, strict=True):
-            response = client.post(
-                "/api/predict",
-                data={"image": (io.BytesIO(drawing.png), "drawing.png"), "topk": "3"},
-                query_string={"model": "emnist-cnn", "version": version},
-            )
-            assert response.status_code == 200, response.json
-            assert [p["label"] for p in response.json["predictions"]] == labels, drawing.char
-    # The served answers equal these, so most of them must also name the drawn class.
-    assert sum(top[0] == d.label for d, top in zip(sample, expected, strict=True)) >= 6

@@ -5,17 +5,16 @@ random scales, dark-on-white, white-on-black or transparent PNG), decoded and pr
 one preprocessing module, and classified by the released CNN (model_store/).
 """
 
-import zipfile
-
 import numpy as np
 import pytest
 import torch
 from support.servers import latest_released
 
-from emnist.checkpoint import load_checkpoint, model_from_checkpoint
+from emnist.checkpoint import model_from_checkpoint
 from emnist.inference import images_to_tensor, predict_logits
 from emnist.preprocessing import preprocess
 from evaluation.canvas_like import render, to_png
+from mar import archive
 
 SAMPLE = 2000
 
@@ -23,10 +22,7 @@ SAMPLE = 2000
 @pytest.fixture(scope="module")
 def released_cnn(tmp_path_factory):
     """The released CNN's checkpoint, read out of its archive in model_store/."""
-    path = tmp_path_factory.mktemp("released") / "checkpoint.pt"
-    with zipfile.ZipFile(latest_released("emnist-cnn")) as archive:
-        path.write_bytes(archive.read("checkpoint.pt"))
-    return model_from_checkpoint(load_checkpoint(path))
+    return model_from_checkpoint(archive.checkpoint(latest_released("emnist-cnn")))
 
 
 @pytest.mark.slow
