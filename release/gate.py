@@ -66,9 +66,12 @@ def samples(
         [png(p) for p in images],
         [bundle.class_names[i] for i in bundle.val_labels[: len(images)]],
     )
-    bodies, labels = load_originals(export, "heldout")
-    corrections = Sample("heldout_corrections", bodies, labels)
     known = set(class_names)
+    bodies, labels = load_originals(export, "heldout")
+    mine = [i for i, label in enumerate(labels) if label in known]  # digits model: digits
+    corrections = Sample(
+        "heldout_corrections", [bodies[i] for i in mine], [labels[i] for i in mine]
+    )
     drawn = [d for d in drawing_set(drawings_per_character, seed=0) if d.label in known]
     drawings = Sample("canvas_drawings", [d.png for d in drawn], [d.label for d in drawn])
     return [validation, corrections, drawings]

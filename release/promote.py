@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import requests
+
 from mar import archive as mar_archive
 from release import gate, ledger
 from serving import processes
@@ -93,7 +95,21 @@ def promote(args: argparse.Namespace) -> dict:
         drawings_per_character=args.drawings_per_character,
     )
     endpoints = management.endpoints
-    verdict = gate.judge(endpoints, args.model, {"default": default, "candidate": candidate}, sets)
+    versions = {"default": default, "candidate": candidate}
+    try:
+        verdict = gate.judge(endpoints, args.model, versions, sets)
+    except (requests.RequestException, mar_archive.ArchiveError) as err:
+        ledger.append(
+            "gate",
+            args.model,
+            default=current,
+            candidate=args.version,
+            passed=False,
+            reasons=[f"the gate could not be evaluated: {err}"],
+            figures={},
+            rule=gate.RULE,
+        )
+        raise SystemExit(f"error: the gate could not be evaluated: {err}") from err
     ledger.append("gate", args.model, default=current, candidate=args.version, **verdict)
     for line in report(verdict):
         print(line)

@@ -23,7 +23,7 @@ from serving import processes, torchserve
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Stop(Exception):
+class Stop(BaseException):
     """SIGINT or SIGTERM arrived: shut everything down."""
 
 

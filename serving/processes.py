@@ -255,7 +255,11 @@ class Server:
         if frontend is None:
             return
         known = {pid for pid, _ in self.workers}
-        for child in frontend.children(recursive=True):
+        try:
+            children = frontend.children(recursive=True)
+        except psutil.Error:
+            return  # it exited meanwhile: nothing new to record
+        for child in children:
             if child.pid not in known:
                 self.workers.append([child.pid, _start_time(child.pid)])
         if self.owns_record():

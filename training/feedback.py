@@ -13,9 +13,10 @@ data/feedback/feedback.sqlite3) and writes, atomically (a temporary folder renam
     manifest.json                                   counts, writers, the snapshot's SHA-256
 
 The split is by writer, never by image: a writer's corrections are all in one part, so the
-held-out part measures how a model does for people it has not learned from. Writers are ordered
-by a hash of their id and the first `--heldout-fraction` of them (at least one when there are
-two or more) are held out. `train.py --feedback DIR` adds the training part to an epoch.
+held-out part measures how a model does for people it has not learned from. A writer is held out
+when a hash of their id falls in the first `--heldout-fraction` of the hash range: a decision
+about that writer alone, so it never changes as other writers arrive, and a writer trained on
+in one round is never held out in the next. `train.py --feedback DIR` adds the training part.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,13 +48,14 @@ def file_name(part: str, kind: str) -> str:
     return f"feedback-{part}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
 
 
+def held_out(writer: str, fraction: float) -> bool:
+    """Whether `writer` belongs to the held-out part (see the module docstring)."""
+    return int(hashlib.sha256(writer.encode()).hexdigest()[:16], 16) < fraction * 2**64
+
+
 def split_writers(writers: list[str], fraction: float) -> set[str]:
-    """The held-out writers: the first `fraction` of them by a hash of their id."""
-    ordered = sorted(set(writers), key=lambda w: hashlib.sha256(w.encode()).hexdigest())
-    count = math.floor(fraction * len(ordered))
-    if len(ordered) >= 2 and fraction > 0:
-        count = max(1, count)
-    return set(ordered[:count])
+    """The held-out writers among `writers`."""
+    return {w for w in set(writers) if held_out(w, fraction)}
 
 
 def export(db: Path, out: Path, heldout_fraction: float = 0.2) -> dict:
@@ -62,6 +63,10 @@ def export(db: Path, out: Path, heldout_fraction: float = 0.2) -> dict:
     db, out = Path(db), Path(out)
     if not db.exists():
         raise SystemExit(f"error: no feedback store at {db} (EMNIST_FEEDBACK_DB)")
+    if out.exists() and (
+        db.resolve().is_relative_to(out.resolve()) or not (out / "manifest.json").exists()
+    ):
+        raise SystemExit(f"error: {out} is not an earlier export: choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -107,9 +112,12 @@ def export(db: Path, out: Path, heldout_fraction: float = 0.2) -> dict:
         mapping = "".join(f"{i} {ord(c)}\n" for i, c in enumerate(CLASSES))
         (staging / "feedback-mapping.txt").write_text(mapping)
         atomic_write_json(staging / "manifest.json", manifest)
+        old = out.with_name(f".{out.name}-old")
         if out.exists():
-            shutil.rmtree(out)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)  # kept until the new export is in place
         os.replace(staging, out)  # the export appears whole or not at all
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -75,11 +75,13 @@ def add_feedback(train_x, train_y, class_names: list[str], export: Path, fractio
     """The training images with the corrections' training part appended (`fraction` of the
     total, at least once each); returns them and the export's manifest for the checkpoint."""
     images, names, manifest = load_export(export, "train")
+    # A digits model learns from the digit corrections only.
+    mine = [i for i, name in enumerate(names) if name in class_names]
+    if len(mine) < len(names):
+        print(f"corrections: {len(names) - len(mine)} for classes this model lacks, left out")
+    images, names = images[mine], [names[i] for i in mine]
     if len(images) == 0:
-        raise SystemExit(f"error: {export} holds no training corrections")
-    unknown = sorted(set(names) - set(class_names))
-    if unknown:
-        raise SystemExit(f"error: corrections labelled {unknown} are not classes of this model")
+        raise SystemExit(f"error: {export} holds no training corrections for this model's classes")
     labels = np.array([class_names.index(n) for n in names])
     copies = repeats_for(fraction, len(train_x), len(images))
     print(f"corrections: {len(images):,} images x {copies} ({fraction:.0%} of each epoch)")

@@ -39,7 +39,7 @@ from webapp.torchserve_client import TorchServeClient, TorchServeError
 bp = Blueprint("api", __name__)
 
 # Model names and versions go into TorchServe URLs: letters, digits and . _ - only.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ def _topk(params: dict[str, Any]) -> int:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
         raise TorchServeError(
             404, f"unknown {what} {value!r}: GET /api/models lists what is served"
         )

@@ -27,6 +27,7 @@ from emnist.preprocessing import PREPROCESSING_VERSION, InvalidImageError, decod
 from emnist.requests import RequestError, parse_request_charset
 from feedback import store
 from webapp import error_response
+from webapp.api import NAME_PATTERN
 from webapp.torchserve_client import TorchServeError
 
 bp = Blueprint("feedback", __name__)
@@ -42,6 +43,8 @@ def bad_request(err: RequestError):
 def feedback():
     if not current_app.config["FEEDBACK"]:
         return error_response(403, "feedback is turned off on this server")
+    if not _same_origin():
+        return error_response(403, "corrections come from this app's own page only")
     if request.mimetype != "multipart/form-data":
         raise RequestError("send a multipart form: image, label, writer (and model, version...)")
     form = request.form
@@ -61,7 +64,7 @@ def feedback():
         raise RequestError(str(err)) from err
     if prepared.empty:
         raise RequestError("the image is blank: there is nothing to learn from")
-    model, version = _short(form.get("model")), _short(form.get("version"))
+    model, version = _name(form.get("model")), _name(form.get("version"))
     correction = store.Correction(
         writer=writer,
         label=label,
@@ -94,6 +97,24 @@ def _label(value: Any) -> str:
             f"label must be one character of the 47 classes (0-9, A-Z, a-z), got {value!r}"
         )
     return label_of(value.strip())
+
+
+def _same_origin() -> bool:
+    """A browser names the page a request comes from: another site's page may not write here
+    (a cross-site form post needs no preflight). Tools such as curl send neither header."""
+    if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
+
+
+def _name(value: Any) -> str | None:
+    """A model name or version as TorchServe URLs allow them, or a 400."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise RequestError(f"model and version are names like emnist-cnn and 1.2, got {value!r}")
+    return value
 
 
 def _short(value: Any) -> str | None:

@@ -94,7 +94,9 @@ def test_a_duplicate_returns_the_first_id_and_adds_no_row(app, client):
         ("png", {"writer": "me"}, 400, "writer"),
         ("png", {"writer": "../../etc/passwd"}, 400, "writer"),
         ("png", {"charset": "greek"}, 400, "unknown charset"),
-        ("png", {"model": "m" * 101}, 400, "at most 100"),
+        ("png", {"model": "m" * 101}, 400, "model and version are names"),
+        ("png", {"model": "../predictions"}, 400, "model and version are names"),
+        ("png", {"predicted": "p" * 101}, 400, "at most 100"),
     ],
 )
 def test_bad_corrections_get_a_4xx_with_a_message(app, client, png, fields, status, message):
@@ -150,7 +152,7 @@ def test_a_correction_is_kept_when_torchserve_is_down(tmp_path):
 
 
 def test_stats_and_an_export_split_by_writer(app, client, tmp_path, capsys):
-    writers = [f"writer{i:02d}xxxxxxxx" for i in range(5)]
+    writers = [f"writer{i:02d}xxxxxxxx" for i in range(5, 10)]  # 07 and 09 hash into the fifth
     app.config["FEEDBACK_MAX_ROWS"] = 100
     for i, writer in enumerate(writers):
         for label, kind in (("7", "T"), ("L", "L")):
@@ -164,9 +166,12 @@ def test_stats_and_an_export_split_by_writer(app, client, tmp_path, capsys):
     parts = manifest["parts"]
     assert parts["train"]["images"] + parts["heldout"]["images"] == 10
     assert set(parts["train"]["writers"]).isdisjoint(parts["heldout"]["writers"])
-    assert len(parts["heldout"]["writers"]) == 1  # a fifth of five writers
+    assert parts["heldout"]["writers"] == ["writer07xxxxxxxx", "writer09xxxxxxxx"]
+    # Whether a writer is held out depends on that writer alone: more writers change nothing.
+    more = exporter.split_writers([*writers, *(f"other{i:03d}xxxxxxx" for i in range(50))], 0.2)
+    assert more & set(writers) == {"writer07xxxxxxxx", "writer09xxxxxxxx"}
     images, names, read_back = exporter.load_export(tmp_path / "export", "heldout")
-    assert images.shape == (2, 28, 28) and sorted(names) == ["7", "L"]
+    assert images.shape == (4, 28, 28) and sorted(names) == ["7", "7", "L", "L"]
     assert read_back["database_sha256"] == manifest["database_sha256"]
     mapping = (tmp_path / "export" / "feedback-mapping.txt").read_text().splitlines()
     assert mapping[0] == "0 48" and len(mapping) == 47
@@ -194,5 +199,30 @@ def test_training_reads_the_export(app, client, tmp_path):
     ]
     train.main(argv)
     recorded = load_checkpoint(tmp_path / "run" / "best.pt")["data"]["feedback"]
-    assert recorded["images"] == 3 and len(recorded["writers"]) == 3
+    trained = [f"trainer{i:02d}xxxxxxx" for i in range(4)]
+    trained = [w for w in trained if not exporter.held_out(w, 0.2)]
+    assert recorded["images"] == len(trained) > 0 and recorded["writers"] == sorted(trained)
     assert len(recorded["database_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}],
+    ids=["other-origin", "cross-site"],
+)
+def test_another_sites_page_cannot_write_corrections(app, client, headers):
+    data = {"label": "7", "writer": WRITER, "image": (io.BytesIO(drawing_png()), "d.png")}
+    response = client.post("/api/feedback", data=data, headers=headers)
+    assert response.status_code == 403 and "own page" in response.json["message"]
+    same = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    data["image"] = (io.BytesIO(drawing_png()), "d.png")
+    assert client.post("/api/feedback", data=data, headers=same).status_code == 201
+    assert len(stored(app)) == 1
+
+
+def test_an_export_never_replaces_what_is_not_an_export(app, client, tmp_path):
+    send(client, drawing_png())
+    db = app.config["FEEDBACK_DB"]
+    with pytest.raises(SystemExit, match="not an earlier export"):
+        exporter.export(db, tmp_path)  # the folder holding the database itself
+    assert (tmp_path / "feedback.sqlite3").exists()

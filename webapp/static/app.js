@@ -339,18 +339,20 @@
     if (data) els.confirm.textContent = `✓ It is ${data.predictions[0].label}`;
   }
 
+  let sessionWriter = null; // where localStorage is unavailable, one id for this visit
   function writerId() {
-    let id = store.get("emnist.writer", null);
+    let id = store.get("emnist.writer", null) || sessionWriter;
     if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
       const bytes = crypto.getRandomValues(new Uint8Array(16));
       id = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
       store.set("emnist.writer", id);
     }
+    sessionWriter = id;
     return id;
   }
 
   async function sendCorrection(label) {
-    if (!lastSent || !feedbackWanted()) return;
+    if (!lastSent || !feedbackWanted() || !lastSent.data.predictions.length) return;
     const { blob, data } = lastSent;
     const form = new FormData();
     form.append("image", blob, "drawing.png");
@@ -361,14 +363,16 @@
     form.append("charset", data.charset || charset());
     form.append("writer", writerId());
     els.teachStatus.textContent = "Saving…";
+    const seq = requestSeq; // the answer this correction is about
     try {
       const saved = await postJson("/api/feedback", form);
+      if (seq !== requestSeq) return; // a new drawing is shown: not its message
       const right = saved.label === (data.predictions[0] || {}).label;
       els.teachStatus.textContent = saved.duplicate ? `Already saved as ${saved.label}.` :
         (right ? `Thanks: confirmed ${saved.label}.` : `Thanks: saved as ${saved.label}.`);
       els.teach.classList.add("saved");
     } catch (err) {
-      els.teachStatus.textContent = `Not saved: ${err.message}`;
+      if (seq === requestSeq) els.teachStatus.textContent = `Not saved: ${err.message}`;
     }
   }
 
@@ -396,7 +400,7 @@
   });
   els.sendFeedback.addEventListener("change", () => {
     store.set("emnist.feedback", els.sendFeedback.checked ? "on" : "off");
-    els.teach.hidden = !feedbackWanted() || !lastSent;
+    els.teach.hidden = !feedbackWanted() || !lastSent || !lastSent.data.predictions.length;
   });
 
   function resetResult() {
