@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> Path:
         },
     )
     print(f"candidate {mar}: make promote MODEL={args.model} VERSION={candidate}")
+    print("note: it is made from people's corrections: keep it (and a config.properties that")
+    print("      names it as a default) out of git, as data/feedback/ is")
     return mar
 
 

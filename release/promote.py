@@ -57,7 +57,10 @@ def running(logs: Path) -> Management:
     return Management(server.endpoints, timeout=120)
 
 
-def ensure_registered(management: Management, store: Path, model: str, version: str) -> Path:
+def ensure_registered(
+    management: Management, store: Path, model: str, version: str
+) -> tuple[Path, bool]:
+    """The version's archive, registered beside the others; and whether it was registered now."""
     archive = store / f"{model}-{version}.mar"
     if not archive.exists():
         raise SystemExit(f"error: no {archive}: make learn MODEL={model} builds candidates")
@@ -65,7 +68,7 @@ def ensure_registered(management: Management, store: Path, model: str, version: 
     if version not in served:
         management.register(archive.name)
         management.wait_ready([(model, version)], timeout=180)
-    return archive
+    return archive, version not in served
 
 
 def switch(management: Management, model: str, version: str, config: Path) -> None:
@@ -80,7 +83,7 @@ def promote(args: argparse.Namespace) -> dict:
     current = management.default_version(args.model)
     if current == args.version:
         raise SystemExit(f"error: {args.model} {args.version} is already the default")
-    candidate = ensure_registered(management, args.store, args.model, args.version)
+    candidate, registered = ensure_registered(management, args.store, args.model, args.version)
     default = args.store / f"{args.model}-{current}.mar"
     learned = [e for e in ledger.entries(args.model) if e["event"] == "learn"]
     export = next((e["export"] for e in reversed(learned) if e["candidate"] == args.version), None)
@@ -114,6 +117,8 @@ def promote(args: argparse.Namespace) -> dict:
     for line in report(verdict):
         print(line)
     if not verdict["passed"] and not args.force:
+        if registered:  # its worker would hold a core for nothing
+            management.unregister(args.model, args.version)
         raise SystemExit(f"refused: {args.model} {current} stays the default")
     switch(management, args.model, args.version, args.config)
     override = args.reason if not verdict["passed"] else None
@@ -128,7 +133,7 @@ def rollback(args: argparse.Namespace) -> str:
     previous = ledger.previous_default(args.model)
     if previous is None:
         raise SystemExit(f"error: the ledger records no promotion of {args.model} to undo")
-    ensure_registered(management, args.store, args.model, previous)
+    ensure_registered(management, args.store, args.model, previous)  # (it normally still is)
     switch(management, args.model, previous, args.config)
     ledger.append("rollback", args.model, **{"from": current, "to": previous})
     print(f"rolled back: {args.model} {previous} is the default (was {current})")

@@ -286,17 +286,25 @@ def start_torchserve(
     }
     command = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config)]
     command.append("--ncs")  # no config snapshots: a restart uses config.properties, nothing else
-    with open(workdir / "torchserve.out", "ab") as out:
-        launcher = subprocess.run(
-            command,
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=60,
-            start_new_session=True,  # a daemon: no signals from the terminal that started it
-        )
     pid_file = Path(tmpdir) / ".model_server.pid"
+    try:
+        with open(workdir / "torchserve.out", "ab") as out:
+            launcher = subprocess.run(
+                command,
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                start_new_session=True,  # a daemon: no signals from the terminal that started it
+            )
+    except BaseException:  # a hung launcher or Ctrl-C: stop a frontend it may have started
+        if pid_file.exists():
+            frontend = _same_process(int(pid_file.read_text()), None)
+            if frontend is not None and FRONTEND_CLASS in " ".join(frontend.cmdline()):
+                _terminate(frontend, 30)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
     if launcher.returncode != 0 or not pid_file.exists():
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise SystemExit(f"error: TorchServe did not start; see {workdir / 'torchserve.out'}")
