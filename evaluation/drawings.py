@@ -101,7 +101,16 @@ def top3_names(
     class imbalance of its training data taken out. `charset` keeps only its classes, as the
     app does when a person says what they are writing (emnist/charsets.py).
     """
-    scores = released.log_probabilities(pixels)
+    return ranked_names(released, released.log_probabilities(pixels), logit_offset, charset)
+
+
+def ranked_names(
+    released: ReleasedModel,
+    scores: torch.Tensor,
+    logit_offset: np.ndarray | None = None,
+    charset: str = "any",
+) -> list[list[str]]:
+    """`top3_names` from log-probabilities already computed (one model pass, many readings)."""
     if logit_offset is not None:
         scores = scores + torch.as_tensor(logit_offset, dtype=scores.dtype)
     if charset != "any":
@@ -158,14 +167,14 @@ def evaluate(
 ) -> dict:
     """`score` of the drawings, plus the letters read with and without `charset=letters`."""
     pixels = preprocess_drawings(released, drawings)
-    result = score(drawings, top3_names(released, pixels, logit_offset=logit_offset))
+    scores = released.log_probabilities(pixels)  # once: each archive run is an interpreter
+    answers = ranked_names(released, scores, logit_offset)
+    result = score(drawings, answers)
     letters = [i for i, d in enumerate(drawings) if d.char.isalpha()]
     if letters and any(name.isalpha() for name in released.class_names):
         drawn = [drawings[i] for i in letters]
-        unrestricted = top3_names(released, pixels[letters], logit_offset=logit_offset)
-        restricted = top3_names(
-            released, pixels[letters], logit_offset=logit_offset, charset="letters"
-        )
+        unrestricted = [answers[i] for i in letters]
+        restricted = ranked_names(released, scores[letters], logit_offset, "letters")
         result["letters"] = {
             "n": len(letters),
             "top1": sum(a[0] == d.label for a, d in zip(unrestricted, drawn, strict=True))

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+# Where the web app writes corrections and training reads them (EMNIST_FEEDBACK_DB overrides);
+# under data/, which git ignores: corrections are user data.
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "feedback" / "feedback.sqlite3"
 SCHEMA_VERSION = 1
 WRITER_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 DEFAULT_MAX_PER_WRITER = 2_000

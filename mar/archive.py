@@ -1,6 +1,6 @@
 """Read a `.mar` model archive and run its own handler, as a TorchServe worker would.
 
-Reading: `manifest`, `read_member`, `read_json`, `labels`, `checkpoint` and `unpacked` know where
+Reading: `manifest`, `read_member`, `read_json`, `labels` and `checkpoint` know where
 an archive keeps what (MAR-INF/MANIFEST.json, the serialized checkpoint it names, the label map,
 the model card): nobody else hard-codes member names.
 
@@ -20,7 +20,6 @@ measure the canvas round trip, not the model the archive serves).
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import os
@@ -28,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +90,6 @@ def checkpoint(mar: str | os.PathLike) -> dict:
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     ckpt["archive_manifest"] = read_json(mar, MANIFEST)
     return ckpt
-
-
-@contextlib.contextmanager
-def unpacked(mar: str | os.PathLike) -> Iterator[Path]:
-    """The archive extracted into a private temporary folder, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="emnist-mar-") as tmp:
-        root = Path(tmp) / "model"
-        try:
-            with zipfile.ZipFile(mar) as z:
-                z.extractall(root)
-        except (OSError, zipfile.BadZipFile) as err:
-            raise ArchiveError(f"{mar}: not a readable archive: {err}") from err
-        yield root
 
 
 def _run(

@@ -27,6 +27,7 @@ from torch import nn
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 from mar import archive as mar_archive
 from release import ledger
+from release.recipe import checkpoint_from_archive
 from serving import archive, torchserve
 from training import feedback, recalibrate, train
 from training.cli import HelpFormatter
@@ -94,12 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
     manifest = feedback.export(args.db, run / "export", args.heldout_fraction)
     if manifest["parts"]["train"]["images"] == 0:
         raise SystemExit("error: no training corrections yet (the held-out writers' are kept out)")
-    base = run / f"base-{base_archive.stem}.pt"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    data = mar_archive.read_member(
-        base_archive, mar_archive.manifest(base_archive)["serializedFile"]
-    )
-    base.write_bytes(data)
+    base = checkpoint_from_archive(base_archive, run / f"base-{base_archive.stem}.pt")
     ckpt = mar_archive.checkpoint(base_archive)
     config = ckpt.get("train_config") or {}
     recipe = ["--arch", ckpt["arch"], "--protocol", config.get("protocol") or "emnist47"]

@@ -38,7 +38,7 @@ from feedback import store
 from training.emnist import read_idx, write_idx
 from training.protocol import PROJECT_ROOT
 
-DEFAULT_DB = PROJECT_ROOT / "data" / "feedback" / "feedback.sqlite3"
+DEFAULT_DB = store.DEFAULT_PATH
 # bymerge's 47 classes in label order (emnist-bymerge-mapping.txt).
 CLASSES = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
 PARTS = ("train", "heldout")

@@ -20,15 +20,6 @@ CHOICES = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = hardware.BF16_CPU_FLAGS
 
 
-def cpu_flags() -> frozenset[str]:
-    return hardware.cpu_flags()
-
-
-def cpu_bf16_native() -> bool:
-    """Whether this CPU computes bfloat16 dot products in hardware (AMX or AVX-512 BF16)."""
-    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
-
-
 def resolve(choice: str, device: torch.device) -> str:
     """`auto` -> "bf16" or "fp32" for `device`; an explicit choice is kept."""
     if choice not in CHOICES:
@@ -38,14 +29,14 @@ def resolve(choice: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if cpu_bf16_native() else "fp32"
+        return "bf16" if hardware.cpu_bf16_native() else "fp32"
     return "fp32"
 
 
 def why(precision: str, device: torch.device) -> str:
     """One line for the log: what runs and why."""
     if device.type == "cpu":
-        found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
+        found = [f for f in BF16_CPU_FLAGS if f in hardware.cpu_flags()]
         native = f"native bf16 ({', '.join(found)})" if found else "no native bf16 on this CPU"
         return f"precision {precision} ({native})"
     return f"precision {precision}"

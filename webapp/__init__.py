@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from emnist import responses
+from feedback import store
 from webapp.kserve_client import PROTOCOLS, KServeV1Client
 from webapp.torchserve_client import TorchServeClient
 
@@ -36,7 +37,6 @@ ENVIRONMENT = {
     "FEEDBACK_MAX_PER_WRITER": "EMNIST_FEEDBACK_MAX_PER_WRITER",
     "FEEDBACK_MAX_ROWS": "EMNIST_FEEDBACK_MAX_ROWS",
 }
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -67,7 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         # Corrections (webapp/feedback.py): on unless EMNIST_FEEDBACK=off; never in git.
         FEEDBACK=True,
-        FEEDBACK_DB=os.path.join(ROOT, "data", "feedback", "feedback.sqlite3"),
+        FEEDBACK_DB=str(store.DEFAULT_PATH),
         FEEDBACK_MAX_PER_WRITER=2_000,
         FEEDBACK_MAX_ROWS=200_000,
     )

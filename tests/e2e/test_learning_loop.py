@@ -142,25 +142,17 @@ def served_version(url: str, png: bytes) -> str:
     ]
 
 
+def learn_candidate(d: dict) -> str:
+    """`make learn MODEL=emnist-cnn` on the deployment's store; the candidate's version."""
+    common = ["--db", str(d["db"]), "--store", str(d["store"]), "--runs", str(d["runs"])]
+    args = ["--model", "emnist-cnn", *common, "--config", str(d["config"]), *LEARN]
+    return learn.main(args).stem.removeprefix("emnist-cnn-")
+
+
 def test_web_app_store_learn_gate_promote_serve_rollback(deployment):
     d = deployment
     assert correct(d["url"]) == WRITERS * 4 * PER_CHARACTER
-    candidate = learn.main(
-        [
-            "--model",
-            "emnist-cnn",
-            "--db",
-            str(d["db"]),
-            "--store",
-            str(d["store"]),
-            "--runs",
-            str(d["runs"]),
-            "--config",
-            str(d["config"]),
-            *LEARN,
-        ]
-    )
-    version = candidate.stem.removeprefix("emnist-cnn-")
+    version = learn_candidate(d)
     (event,) = [e for e in ledger.entries() if e["event"] == "learn"]
     assert event["base"] == d["version"] and event["candidate"] == version
     assert event["feedback"]["train_images"] + event["feedback"]["heldout_images"] == 360
@@ -207,22 +199,7 @@ def test_poisoned_corrections_are_refused_or_do_no_harm(deployment):
     candidate does not regress, by the gate's own figures."""
     d = deployment
     correct(d["url"], poison=0.3, seed=7)
-    candidate = learn.main(
-        [
-            "--model",
-            "emnist-cnn",
-            "--db",
-            str(d["db"]),
-            "--store",
-            str(d["store"]),
-            "--runs",
-            str(d["runs"]),
-            "--config",
-            str(d["config"]),
-            *LEARN,
-        ]
-    )
-    version = candidate.stem.removeprefix("emnist-cnn-")
+    version = learn_candidate(d)
     args = [
         "promote",
         "--model",

@@ -20,7 +20,7 @@ from training import precision, train
     ],
 )
 def test_auto_picks_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, flags, expected):
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision.hardware, "cpu_flags", lambda: frozenset(flags))
     assert precision.resolve("auto", torch.device("cpu")) == expected
     assert precision.resolve("fp32", torch.device("cpu")) == "fp32"
     assert precision.resolve("bf16", torch.device("cpu")) == "bf16"
