@@ -5,7 +5,9 @@ TorchServe hands a handler one dict per request: `{parameter name: value}`, wher
 multipart fields under their own names and query parameters as extra entries. TorchServe 0.12
 drops the query string of `/predictions/...` URLs (only `/models/<name>/invoke?topk=3` and the
 legacy `/<name>/predict` keep it), so there `topk` also comes as an `X-TopK` header and `charset`
-(emnist/charsets.py: any, digits, letters, upper, lower) as an `X-Charset` header.
+(emnist/charsets.py: any, digits, letters, upper, lower) as an `X-Charset` header. `input`
+(true or false, an `X-Input` header) asks for the 28x28 the model read in the answer
+(emnist/responses.py): the web app shows it instead of preprocessing the drawing again.
 Accepted image payloads:
 
 - raw image bytes (PNG, JPEG, WebP, BMP, ...): `curl -T a.png .../predictions/emnist-cnn`
@@ -33,7 +35,7 @@ from emnist.charsets import CharsetError, parse_charset
 
 DEFAULT_TOPK = 5
 # Per-request options besides the image, and where they may come from (see parse_request).
-OPTIONS = ("topk", "charset")
+OPTIONS = ("topk", "charset", "input")
 # Keys that may hold the image, in the order they are looked for (TorchServe calls a raw body
 # `body`; its examples and KServe use `data`; multipart uploads often use `file`).
 IMAGE_KEYS = ("body", "data", "image", "file", "instances", "inputs")
@@ -55,6 +57,7 @@ class ParsedRequest:
     image: bytes
     topk: int | None  # None: the caller's default
     charset: str = "any"
+    want_input: bool = False  # answer with the model's input too
 
 
 def parse_request(
@@ -95,7 +98,13 @@ def parse_request(
     if topk is None:
         topk = parse_topk(outer["topk"])
     charset = inner.get("charset")
-    return ParsedRequest(image, topk, parse_request_charset(charset or outer["charset"]))
+    want_input = inner.get("input")
+    return ParsedRequest(
+        image,
+        topk,
+        parse_request_charset(charset or outer["charset"]),
+        parse_flag(want_input if want_input is not None else outer["input"], "input"),
+    )
 
 
 def parse_request_charset(value: Any) -> str:
@@ -106,6 +115,20 @@ def parse_request_charset(value: Any) -> str:
         return parse_charset(value)
     except CharsetError as err:
         raise RequestError(str(err)) from err
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    """A yes/no option from JSON (bool) or a parameter or header (true/false, 1/0)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("ascii", errors="replace")
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no", ""):
+        return False
+    raise RequestError(f"{name} must be true or false, got {value!r}")
 
 
 def parse_topk(value: Any) -> int | None:

@@ -7,10 +7,14 @@ handles a handler error and a server error alike.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from emnist.charsets import DEFAULT_CHARSET, allows, assess, restrict
+from emnist.preprocessing import IMAGE_SIZE, emnist_to_upright, upright_to_emnist
 
 # A drawing whose ink spans less than this share of the canvas side gets the "small" hint.
 SMALL_EXTENT = 0.3
@@ -75,3 +79,28 @@ def error(status: int, message: str) -> dict[str, Any]:
     """`type` says whose fault it is: the request's (4xx) or the service's."""
     kind = "InvalidInput" if 400 <= status < 500 else "InternalServerError"
     return {"code": status, "type": kind, "message": message}
+
+
+def model_input(pixels: np.ndarray, *, extent: float, dot: bool) -> dict[str, Any]:
+    """What the model read, for a client that shows it (the web app's preview): `pixels` is the
+    28x28 uint8 picture upright, row by row, white ink on black, in base64 (784 bytes);
+    `extent` and `dot` are `Preprocessed`'s (emnist/preprocessing.py)."""
+    upright = np.ascontiguousarray(emnist_to_upright(pixels), dtype=np.uint8)
+    return {
+        "pixels": base64.b64encode(upright.tobytes()).decode("ascii"),
+        "size": list(upright.shape),
+        "extent": round(float(extent), 4),
+        "dot": bool(dot),
+    }
+
+
+def input_pixels(answer_input: dict[str, Any]) -> np.ndarray:
+    """`model_input`'s pixels back as uint8 (28, 28), EMNIST orientation; ValueError if bad."""
+    try:
+        data = base64.b64decode(answer_input["pixels"], validate=True)
+        shape = tuple(int(n) for n in answer_input["size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"not a model input: {err}") from err
+    if shape != (IMAGE_SIZE, IMAGE_SIZE) or len(data) != IMAGE_SIZE * IMAGE_SIZE:
+        raise ValueError(f"not a 28x28 model input: size {shape}, {len(data)} bytes")
+    return upright_to_emnist(np.frombuffer(data, dtype=np.uint8).reshape(shape))

@@ -107,7 +107,8 @@ class EmnistHandler(BaseHandler):
         """Per request: parse the envelope, decode in memory, run the shared preprocessing.
 
         Returns one slot per request: {"error": (status, message)} or {"pixels": uint8 (28, 28),
-        "empty": bool, "topk": int, "charset": str, "extent": float, "dot": bool}.
+        "empty": bool, "reason": str, "topk": int, "charset": str, "extent": float, "dot": bool,
+        "want_input": bool}.
         """
         slots = []
         for idx, row in enumerate(data):
@@ -132,6 +133,8 @@ class EmnistHandler(BaseHandler):
                         "topk": request.topk or DEFAULT_TOPK,
                         "charset": request.charset,
                         "extent": image.extent,
+                        "dot": image.dot,
+                        "want_input": request.want_input,
                     }
                 )
         return slots
@@ -172,6 +175,10 @@ class EmnistHandler(BaseHandler):
                     )
                 except CharsetError as err:
                     slot["error"] = (400, str(err))
+            if "error" not in slot and slot["want_input"]:
+                answer["input"] = responses.model_input(
+                    slot["pixels"], extent=slot["extent"], dot=slot["dot"]
+                )
             if "error" in slot:
                 status, message = slot["error"]
                 if self._is_request(idx):

@@ -1,9 +1,11 @@
 """The JSON API: /api/predict, /api/compare, /api/models and /healthz.
 
-Images are read and checked here (size before decoding, then Pillow with the same limits as the
-handler), so a bad upload gets a clear 400 without reaching TorchServe. The preview is computed
-by the same `preprocess` the handler runs, so it is exactly the 28x28 the model saw. Nothing is
-written to disk here (corrections go to the feedback store: webapp/feedback.py).
+Images are checked here (size, format and dimensions, from the header: no pixel is decoded), so
+most bad uploads get a clear 400 without reaching TorchServe; corrupt pixel data gets the
+handler's 400. The preview is the 28x28 the handler read, sent back in its answer (`X-Input`):
+the drawing is preprocessed once, by the model's own code. Archives older than that do not send
+it, and for them the app runs the same `preprocess` itself. Nothing is written to disk here
+(corrections go to the feedback store: webapp/feedback.py).
 
 TorchServe is asked for every class's probability; the answer is then shaped by the core's
 rules (emnist/responses.py, emnist/charsets.py): the `charset` the person chose, the top k,
@@ -16,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,13 @@ from flask import Blueprint, current_app, jsonify, request
 
 from emnist import responses
 from emnist.charsets import CharsetError
-from emnist.preprocessing import InvalidImageError, decode_image, preprocess, preview_png
+from emnist.preprocessing import (
+    InvalidImageError,
+    decode_image,
+    open_image,
+    preprocess,
+    preview_png,
+)
 from emnist.requests import (
     RequestError,
     decode_image_string,
@@ -46,13 +53,18 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class Drawing:
     image: bytes
     content_type: str
-    preview: str  # data URL of the 28x28 the model sees, upright and enlarged
-    empty: bool
     params: dict[str, Any]
     charset: str = "any"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the model read: from the handler's answer, or preprocessed here for old archives."""
+
+    preview: str  # data URL of the 28x28 PNG, upright (the page enlarges it)
+    empty: bool
     dot: bool = False  # a tap, not a character: answered as empty
     extent: float = 0.0  # the ink's share of the canvas side
-    pixels: Any = None  # uint8 (28, 28): what the model reads
 
 
 @bp.errorhandler(RequestError)
@@ -67,27 +79,23 @@ def upstream_error(err: TorchServeError):
 
 @bp.post("/api/predict")
 def predict():
-    upstream, sent = client(), []
-
-    def send(image: bytes, content_type: str, params: dict[str, Any]) -> None:
-        model = _name(params.get("model") or current_app.config["DEFAULT_MODEL"], "model")
-        version = params.get("version") or None
-        if version is not None:
-            version = _name(version, "version")
-        # Every class: the charset and top k are applied here, the same for every archive.
-        all_classes = current_app.config["MAX_TOPK"]
-        sent.append(pool.submit(upstream.predict, model, version, image, content_type, all_classes))
-
-    # TorchServe predicts while this thread makes the preview: on 2 cores the two overlap,
-    # which takes the preview (about 1.5 ms) off the answer's latency (docs/benchmarks.md).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        drawing = read_drawing(send)
-        result = sent[0].result()
+    drawing = read_drawing()
+    params = drawing.params
+    model = _name(params.get("model") or current_app.config["DEFAULT_MODEL"], "model")
+    version = params.get("version") or None
+    if version is not None:
+        version = _name(version, "version")
+    # Every class: the charset and top k are applied here, the same for every archive.
+    all_classes = current_app.config["MAX_TOPK"]
+    result = client().predict(
+        model, version, drawing.image, drawing.content_type, all_classes, want_input=True
+    )
+    seen = seen_by_model([result.body], drawing)
     try:
-        body = _result(result.body, result.latency_ms, drawing, _topk(drawing.params))
+        body = _result(result.body, result.latency_ms, seen, drawing.charset, _topk(params))
     except CharsetError as err:
         raise RequestError(str(err)) from err
-    return jsonify(body)
+    return jsonify({**body, "preview": seen.preview})
 
 
 @bp.post("/api/compare")
@@ -99,17 +107,27 @@ def compare():
     all_classes = current_app.config["MAX_TOPK"]
     topk = _topk(drawing.params)  # read here: the threads below have no app context
 
-    def run(name: str) -> dict[str, Any]:
+    def ask(name: str) -> Any:
         try:
-            result = upstream.predict(name, None, drawing.image, drawing.content_type, all_classes)
+            return upstream.predict(
+                name, None, drawing.image, drawing.content_type, all_classes, want_input=True
+            )
         except TorchServeError as err:
-            return {"model": name, "error": err.message, "code": err.status}
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
+        answers = list(pool.map(ask, names))
+    seen = seen_by_model([a.body for a in answers if not isinstance(a, TorchServeError)], drawing)
+
+    def shape(name: str, result: Any) -> dict[str, Any]:
+        if isinstance(result, TorchServeError):
+            return {"model": name, "error": result.message, "code": result.status}
         # A model that has only digits (emnist-digits) answers every drawing with one: the page
         # shows it apart from the letter models.
         served = result.body.get("predictions") or [] if isinstance(result.body, dict) else []
         digits_only = bool(served) and all(p["label"].isdigit() for p in served)
         try:
-            body = _result(result.body, result.latency_ms, drawing, topk)
+            body = _result(result.body, result.latency_ms, seen, drawing.charset, topk)
         except CharsetError as err:  # the digits model, asked for letters: not its question
             version = result.body.get("version")
             return {
@@ -119,19 +137,17 @@ def compare():
                 "skipped": str(err),
             }
         body["digits_only"] = digits_only
-        del body["preview"]  # one preview for all: every model sees the same input
         return body
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
-        results = list(pool.map(run, names))
+    results = [shape(name, answer) for name, answer in zip(names, answers, strict=True)]
     if results and all("error" in r or "skipped" in r for r in results):
         if all("skipped" in r for r in results):
             raise RequestError(results[0]["skipped"])
         results = [r for r in results if "error" in r]
         first = results[0]
         raise TorchServeError(first["code"], first["error"], 5 if first["code"] == 503 else None)
-    body = {"empty": drawing.empty or drawing.dot, "charset": drawing.charset}
-    return jsonify({**body, "preview": drawing.preview, "results": results})
+    body = {"empty": seen.empty or seen.dot, "charset": drawing.charset}
+    return jsonify({**body, "preview": seen.preview, "results": results})
 
 
 @bp.get("/api/models")
@@ -168,11 +184,9 @@ def healthz():
     return jsonify(body), 200 if reachable else 503
 
 
-def read_drawing(on_valid: Callable[[bytes, str, dict[str, Any]], None] | None = None) -> Drawing:
-    """The image and parameters of a multipart, raw-bytes or JSON request, decoded and checked.
-
-    `on_valid(image, content_type, params)` is called as soon as the image is known to be
-    readable, before the preview is made."""
+def read_drawing() -> Drawing:
+    """The image and parameters of a multipart, raw-bytes or JSON request, checked (size, format
+    and dimensions; the pixels are decoded once, by the handler)."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(
@@ -206,28 +220,38 @@ def read_drawing(on_valid: Callable[[bytes, str, dict[str, Any]], None] | None =
             params["charset"] = parsed.charset
     charset = parse_request_charset(params.get("charset") or request.headers.get("X-Charset"))
     try:
-        image = decode_image(data, max_bytes=limit, max_side=current_app.config["MAX_IMAGE_SIDE"])
-        content_type = _CONTENT_TYPES.get(image.format or "", "application/octet-stream")
-        if on_valid is not None:
-            on_valid(data, content_type, params)
-        prepared = preprocess(image)
+        image = open_image(data, max_bytes=limit, max_side=current_app.config["MAX_IMAGE_SIDE"])
     except InvalidImageError as err:
         raise RequestError(str(err)) from err
+    content_type = _CONTENT_TYPES.get(image.format or "", "application/octet-stream")
+    return Drawing(data, content_type, params, charset=charset)
+
+
+def seen_by_model(answers: list[Any], drawing: Drawing) -> Seen:
+    """The 28x28 the model read and its `extent` and `dot`, from the first answer that has it
+    (`input`); else made here by the same preprocessing (archives before emnist-cnn 2.1)."""
+    given = next((a["input"] for a in answers if isinstance(a, dict) and a.get("input")), None)
+    if given is not None:
+        try:
+            pixels = responses.input_pixels(given)
+            extent, dot = float(given["extent"]), bool(given["dot"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise TorchServeError(
+                502, f"TorchServe answered with a malformed input: {err}"
+            ) from err
+        empty = not pixels.any()
+    else:
+        limit, side = current_app.config["MAX_CONTENT_LENGTH"], current_app.config["MAX_IMAGE_SIDE"]
+        try:
+            prepared = preprocess(decode_image(drawing.image, max_bytes=limit, max_side=side))
+        except InvalidImageError as err:
+            raise RequestError(str(err)) from err
+        pixels, extent, dot, empty = prepared.pixels, prepared.extent, prepared.dot, prepared.empty
     # 28x28 as is: the page enlarges it with `image-rendering: pixelated`, and encoding the
     # small PNG costs a quarter of an 8x one.
-    png = preview_png(prepared.pixels, scale=1)
+    png = preview_png(pixels, scale=1)
     preview = "data:image/png;base64," + base64.b64encode(png).decode()
-    return Drawing(
-        data,
-        content_type,
-        preview,
-        prepared.empty,
-        params,
-        charset=charset,
-        dot=prepared.dot,
-        extent=prepared.extent,
-        pixels=prepared.pixels,
-    )
+    return Seen(preview, empty, dot=dot, extent=extent)
 
 
 _CONTENT_TYPES = {
@@ -243,14 +267,14 @@ def client() -> TorchServeClient:
     return current_app.extensions["torchserve"]
 
 
-def _result(body: Any, latency_ms: float, drawing: Drawing, topk: int) -> dict[str, Any]:
+def _result(body: Any, latency_ms: float, seen: Seen, charset: str, topk: int) -> dict[str, Any]:
     """TorchServe's every-class answer, shaped: charset, top k, confidence, hint (or empty)."""
     if not isinstance(body, dict):
         raise TorchServeError(502, "TorchServe answered with something other than a prediction")
     identity = {"model": body.get("model"), "version": body.get("version")}
     served = body.get("predictions") or []
-    if drawing.empty or drawing.dot or body.get("empty") or not served:
-        reason = "dot" if drawing.dot and not drawing.empty else "blank"
+    if seen.empty or seen.dot or body.get("empty") or not served:
+        reason = "dot" if seen.dot and not seen.empty else "blank"
         answer = responses.empty_drawing(**identity, batch_size=1, reason=reason)
     else:
         answer = responses.prediction(
@@ -259,11 +283,11 @@ def _result(body: Any, latency_ms: float, drawing: Drawing, topk: int) -> dict[s
             **identity,
             topk=topk,
             batch_size=1,
-            charset=drawing.charset,
-            extent=drawing.extent,
+            charset=charset,
+            extent=seen.extent,
         )
     answer.pop("batch_size")
-    return {**answer, "preview": drawing.preview, "latency_ms": latency_ms}
+    return {**answer, "latency_ms": latency_ms}
 
 
 def _topk(params: dict[str, Any]) -> int:

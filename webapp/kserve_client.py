@@ -74,9 +74,15 @@ class KServeV1Client(TorchServeClient):
             self.session.headers["Host"] = host_header
 
     def predict(
-        self, model: str, version: str | None, image: bytes, content_type: str, topk: int
+        self,
+        model: str,
+        version: str | None,
+        image: bytes,
+        content_type: str,
+        topk: int,
+        want_input: bool = False,
     ) -> Prediction:
-        answer = self._predict(model, image, topk)
+        answer = self._predict(model, image, topk, want_input)
         served = answer.body.get("version")
         if version is not None and served != version:
             raise TorchServeError(
@@ -123,8 +129,10 @@ class KServeV1Client(TorchServeClient):
             return {"status": f"not ready: {', '.join(not_ready)}"}
         return {"status": "Healthy"}
 
-    def _predict(self, model: str, image: bytes, topk: int) -> Prediction:
+    def _predict(self, model: str, image: bytes, topk: int, want_input: bool = False) -> Prediction:
         instance = {"data": base64.b64encode(image).decode("ascii"), "topk": topk}
+        if want_input:
+            instance["input"] = True
         body = json.dumps({"instances": [instance]}).encode()
         url = f"{self.inference_url}/v1/models/{model}:predict"
         headers = {"Content-Type": "application/json"}

@@ -66,11 +66,21 @@ class TorchServeClient:
         self.session.mount("https://", adapter)
 
     def predict(
-        self, model: str, version: str | None, image: bytes, content_type: str, topk: int
+        self,
+        model: str,
+        version: str | None,
+        image: bytes,
+        content_type: str,
+        topk: int,
+        want_input: bool = False,
     ) -> Prediction:
+        """The handler's answer; with `want_input`, also the 28x28 it read (archives since
+        emnist-cnn 2.1 send it; older ones ignore the header)."""
         path = f"/predictions/{model}" + (f"/{version}" if version else "")
-        # TorchServe 0.12 drops the query string of /predictions URLs: topk goes in a header.
+        # TorchServe 0.12 drops the query string of /predictions URLs: options go in headers.
         headers = {"Content-Type": content_type, "X-TopK": str(topk)}
+        if want_input:
+            headers["X-Input"] = "true"
         start = time.perf_counter()
         response = self._request("POST", self.inference_url + path, "inference", image, headers)
         latency_ms = round((time.perf_counter() - start) * 1000, 1)

@@ -5,6 +5,7 @@ Teardown sends Ctrl-C (SIGINT) to the launcher and checks that nothing is left l
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -18,8 +19,10 @@ import numpy as np
 import psutil
 import pytest
 import requests
+from PIL import Image
 from support.servers import free_ports, needs_java
 
+from emnist.canvas import CANVAS_SIZE
 from evaluation.stroke_drawings import app_brush_px, draw_character
 from serving import processes, torchserve
 from serving.management import Endpoints
@@ -139,6 +142,20 @@ def predicted(page, expect) -> str:
     return page.locator("#prediction").inner_text().strip()
 
 
+# Playwright does not show a FormData's file in the request, so the page's fetch is watched.
+RECORD_POSTED_IMAGES = """() => {
+    const send = window.fetch;
+    window.__posted = [];
+    window.fetch = async (url, init) => {
+        const image = init && init.body instanceof FormData && init.body.get("image");
+        if (String(url).endsWith("/api/predict") && image) {
+            window.__posted.push(new Uint8Array(await image.arrayBuffer()));
+        }
+        return send(url, init);
+    };
+}"""
+
+
 @pytest.mark.parametrize(
     ("name", "options", "pointer"),
     [
@@ -164,8 +181,14 @@ def test_draw_a_seven(demo, browser, name, options, pointer):
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(demo)
         expect(page.locator("#model-select optgroup")).to_have_count(len(SERVED))
+        page.evaluate(RECORD_POSTED_IMAGES)
         draw_seven(page, pointer)
         assert predicted(page, expect) == "7"
+        # The page posts an 8-bit gray PNG of the 280x280 canvas (a sixth of the decoding).
+        png = bytes(page.evaluate("() => Array.from(window.__posted.at(-1))"))
+        posted = Image.open(io.BytesIO(png))
+        assert (posted.format, posted.mode, posted.size) == ("PNG", "L", (CANVAS_SIZE,) * 2)
+        assert posted.getextrema() == (0, 255)  # black strokes on white
         expect(page.locator("#bars li")).to_have_count(5)
         assert page.locator("#preview").get_attribute("src").startswith("data:image/png")
         assert page.locator("#banner").is_hidden()

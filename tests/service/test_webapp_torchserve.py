@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 import pytest
+from PIL import Image
 from support.servers import (
     LABELS,
     blank_png,
@@ -15,8 +17,10 @@ from support.servers import (
     needs_java,
     start_torchserve,
     stop_torchserve,
+    truncated_png,
 )
 
+from emnist.preprocessing import emnist_to_upright, preprocess
 from serving import processes
 from webapp import create_app
 
@@ -101,6 +105,27 @@ def test_compare_and_models(client):
         {"name": "emnist-rcnn", "default": "1.0", "versions": ["1.0"]},
     ]
     assert client.get("/healthz").json["torchserve"]["reachable"] is True
+
+
+def test_the_preview_is_what_the_handler_read_and_the_app_decodes_nothing(client, monkeypatch):
+    import webapp.api
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the app preprocessed a drawing the handler had already read")
+
+    monkeypatch.setattr(webapp.api, "preprocess", must_not_run)
+    monkeypatch.setattr(webapp.api, "decode_image", must_not_run)
+    for path in ("/api/predict", "/api/compare"):
+        response = client.post(path, data=PNG, content_type="image/png")
+        assert response.status_code == 200, response.json
+        preview = base64.b64decode(response.json["preview"].split(",", 1)[1])
+        shown = np.asarray(Image.open(io.BytesIO(preview)))
+        assert np.array_equal(shown, emnist_to_upright(preprocess(PNG).pixels))
+
+
+def test_corrupt_pixel_data_gets_the_handlers_400(client):
+    response = client.post("/api/predict", data=truncated_png(), content_type="image/png")
+    assert response.status_code == 400 and "truncated" in response.json["message"]
 
 
 def test_torchserve_stopped_while_the_app_runs_is_503(served, client):

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 from support.servers import LABELS, blank_png, drawing_png, truncated_png, write_checkpoint
 
+from emnist import responses
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 from emnist.preprocessing import preprocess, to_model_input
 from handlers import emnist_handler
@@ -214,3 +215,16 @@ def test_precision_from_model_config_or_environment_and_bf16_answers_like_fp32(
     monkeypatch.setenv(emnist_handler.PRECISION_ENV, "fp16")
     with pytest.raises(ValueError, match="precision"):
         handler.initialize(minimal_context(model_dir, MANIFEST))
+
+
+def test_the_input_the_model_read_comes_back_when_asked(served):
+    png = drawing_png()
+    rows = [{"body": png}, {"body": png, "input": b"true"}, {"body": blank_png()}]
+    answers, statuses = run(served, rows, [{}, {}, {"X-Input": "1"}])
+    assert statuses == [200, 200, 200]
+    assert "input" not in answers[0]
+    prepared = preprocess(png)
+    sent = answers[1]["input"]
+    assert np.array_equal(responses.input_pixels(sent), prepared.pixels)
+    assert sent["extent"] == round(prepared.extent, 4) and sent["dot"] is False
+    assert answers[2]["empty"] and not responses.input_pixels(answers[2]["input"]).any()

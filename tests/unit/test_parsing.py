@@ -3,9 +3,11 @@
 import base64
 import json
 
+import numpy as np
 import pytest
 from support.servers import drawing_png
 
+from emnist import responses
 from emnist.labels import load_labels
 from emnist.requests import RequestError, decode_image_string, parse_request
 from emnist.responses import empty_drawing, error, prediction
@@ -155,3 +157,35 @@ def test_an_unknown_charset_is_a_400():
     with pytest.raises(RequestError, match="unknown charset") as caught:
         parse_request({"body": PNG, "charset": b"cyrillic"})
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("row", "headers", "wanted"),
+    [
+        ({"body": json.dumps({"image": B64, "input": True}).encode()}, {}, True),
+        ({"body": PNG, "input": b"1"}, {}, True),
+        ({"body": PNG}, {"X-Input": "true"}, True),
+        ({"body": PNG}, {"X-Input": "false"}, False),
+        ({"body": PNG}, {}, False),
+        ({"body": {"instances": [{"data": B64}]}, "input": True}, {}, True),
+    ],
+    ids=["json", "query-or-form", "header", "header-false", "default", "kserve-v1-instance"],
+)
+def test_input_is_asked_for_in_the_body_a_parameter_or_a_header(row, headers, wanted):
+    assert parse_request(row, headers).want_input is wanted
+
+
+def test_a_bad_input_flag_is_a_400():
+    with pytest.raises(RequestError, match="input must be true or false"):
+        parse_request({"body": PNG}, {"X-Input": "please"})
+
+
+def test_model_input_round_trips_upright_pixels():
+    pixels = np.arange(28 * 28, dtype=np.uint16).reshape(28, 28).astype(np.uint8)
+    sent = responses.model_input(pixels, extent=0.51234, dot=False)
+    assert sent["size"] == [28, 28] and sent["extent"] == 0.5123 and sent["dot"] is False
+    upright = np.frombuffer(base64.b64decode(sent["pixels"]), dtype=np.uint8).reshape(28, 28)
+    assert np.array_equal(upright, pixels.T)  # EMNIST stores glyphs transposed
+    assert np.array_equal(responses.input_pixels(json.loads(json.dumps(sent))), pixels)
+    with pytest.raises(ValueError, match="28x28"):
+        responses.input_pixels({**sent, "pixels": base64.b64encode(b"\0" * 27).decode()})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from emnist.preprocessing import (
     IMAGE_SIZE,
@@ -318,3 +318,32 @@ def test_emnist_round_trips_through_canvas_renderings(bymerge_sample, crisp, bou
     mae_mean, mae_p95, r_mean, r_p5 = bounds
     assert figures["mae_mean"] < mae_mean and figures["mae_p95"] < mae_p95, figures
     assert figures["r_mean"] > r_mean and figures["r_p5"] > r_p5, figures
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("look", ["crisp", "soft", "grainy", "inverted", "large"])
+def test_the_8_bit_path_gives_what_the_float_path_gives(mode, look):
+    """Opaque 8-bit pictures (canvas exports) take a uint8 path with a per-level ink table
+    (preprocessing._locate_gray8); float arrays take the general one. Same bytes out."""
+    rng = np.random.default_rng(["crisp", "soft", "grainy", "inverted", "large"].index(look))
+    for _ in range(12):
+        side = 1500 if look == "large" else int(rng.integers(40, 400))
+        image = Image.new("L", (side, side), int(rng.integers(150, 256)))
+        points = [tuple(rng.integers(0, side, 2).tolist()) for _ in range(int(rng.integers(2, 5)))]
+        width = max(1, side // int(rng.integers(8, 60)))
+        ImageDraw.Draw(image).line(points, fill=int(rng.integers(0, 120)), width=width)
+        if look == "soft":
+            image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 4))))
+        gray = np.asarray(image).astype(np.int16)
+        if look == "grainy":
+            gray += rng.normal(0, 8, gray.shape).astype(np.int16)
+        gray = np.clip(gray, 0, 255).astype(np.uint8)
+        if look == "inverted":
+            gray = 255 - gray
+        picture = Image.fromarray(gray).convert(mode)
+        # Pictures over 1024 px are shrunk first, in 8 bits, the same way on either path.
+        reduced = picture.convert("L").reduce(2) if look == "large" else picture.convert("L")
+        as_floats = np.asarray(reduced).astype(np.float32) * np.float32(1 / 255)
+        fast, general = preprocess(picture), preprocess(as_floats)
+        assert np.array_equal(fast.pixels, general.pixels)
+        assert (fast.empty, fast.dot, fast.extent) == (general.empty, general.dot, general.extent)
