@@ -90,6 +90,10 @@ class EmnistHandler(BaseHandler):
         self.model_name = manifest.get("modelName", context.model_name)
         self.version = manifest.get("modelVersion", "")
         self.manifest = context.manifest
+        # TorchServe's worker logs "Backend received inference" on the root logger at INFO for
+        # every batch, and its frontend copies each line into model_log.log: from here on the
+        # root logger's own records pass from WARNING up (named loggers, ours, are untouched).
+        logging.getLogger().addFilter(lambda record: record.levelno >= logging.WARNING)
         self.initialized = True
         log.info(
             "%s %s: %s, %d classes on %s (%s threads, %s), code from %s",
@@ -102,6 +106,15 @@ class EmnistHandler(BaseHandler):
             self.precision,
             Path(emnist.__file__).parent,
         )
+
+    def handle(self, data, context):
+        """BaseHandler.handle without its HandlerTime metric: TorchServe already records the
+        same span per batch (PredictionTime, and ts_inference_latency_microseconds), and each
+        metric is a line the worker prints and the frontend parses, per batch."""
+        self.context = context
+        if self._is_describe():
+            return [self.describe_handle()]
+        return self.postprocess(self.inference(self.preprocess(data)))
 
     def preprocess(self, data):
         """Per request: parse the envelope, decode in memory, run the shared preprocessing.

@@ -42,6 +42,8 @@ LOOPBACK = torchserve.LOOPBACK
 STATE_FILE = "torchserve.json"
 FRONTEND_CLASS = "org.pytorch.serve.ModelServer"
 WORKER_MARK = "model_service_worker"
+# TorchServe's logging without its per-request lines (see the file).
+LOG_CONFIG = Path(__file__).resolve().parent / "log4j2.xml"
 
 
 def free_ports(count: int) -> list[int]:
@@ -286,6 +288,7 @@ def start_torchserve(
     }
     command = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config)]
     command.append("--ncs")  # no config snapshots: a restart uses config.properties, nothing else
+    command += ["--log-config", str(LOG_CONFIG)]
     pid_file = Path(tmpdir) / ".model_server.pid"
     try:
         with open(workdir / "torchserve.out", "ab") as out:

@@ -1,8 +1,9 @@
 """Distinct canvas-like drawings for the load generator: one character per client.
 
 Each client sends its own drawing, so an answer meant for another client's drawing (a mix-up)
-is observable. The pictures look like what the web page posts: dark strokes on a white
-280x280 canvas, saved as PNG.
+is observable. The pictures are what the web page posts: dark strokes on a white 280x280
+canvas, saved as an 8-bit gray PNG (`rgba=True`: the canvas's own RGBA export, which browsers
+without CompressionStream send and which takes 6 times as long to decode).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ CHARACTERS = "0123456789ABCDEFGHJKLMNPQRTUXY"
 CANVAS = 280
 
 
-def drawing_png(character: str, *, size: int = 200) -> bytes:
+def drawing_png(character: str, *, size: int = 200, rgba: bool = False) -> bytes:
     """PNG bytes of `character` written in black on a white canvas."""
-    image = Image.new("RGB", (CANVAS, CANVAS), "white")
+    image = Image.new("RGBA" if rgba else "L", (CANVAS, CANVAS), "white")
     font = ImageFont.load_default(size=size)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), character, font=font)
@@ -28,8 +29,8 @@ def drawing_png(character: str, *, size: int = 200) -> bytes:
     return buffer.getvalue()
 
 
-def drawings(count: int) -> list[tuple[str, bytes]]:
+def drawings(count: int, *, rgba: bool = False) -> list[tuple[str, bytes]]:
     """`count` (character, PNG) pairs, all different characters."""
     if not 1 <= count <= len(CHARACTERS):
         raise ValueError(f"between 1 and {len(CHARACTERS)} drawings, got {count}")
-    return [(c, drawing_png(c)) for c in CHARACTERS[:count]]
+    return [(c, drawing_png(c, rgba=rgba)) for c in CHARACTERS[:count]]

@@ -58,12 +58,15 @@ def default_models() -> list[Served]:
     return [served[n] for n in sorted(served)]
 
 
+def free_ports_for_torchserve() -> torchserve.Ports:
+    names = torchserve.Ports.__dataclass_fields__
+    return torchserve.Ports(**dict(zip(names, free_ports(5), strict=True)))
+
+
 @contextlib.contextmanager
 def torchserve_stack(logs: Path):
     """TorchServe as `make serve` starts it, READY with defaults set; stopped on exit."""
-    names = torchserve.Ports.__dataclass_fields__
-    ports = torchserve.Ports(**dict(zip(names, free_ports(5), strict=True)))
-    with processes.torchserve_running(CONFIG, logs, ports=ports) as server:
+    with processes.torchserve_running(CONFIG, logs, ports=free_ports_for_torchserve()) as server:
         yield server
 
 
