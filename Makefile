@@ -37,7 +37,7 @@ GRPC_MANAGEMENT_PORT ?= 7071
 TOKEN_AUTH ?= 0
 CTL := $(PY) -m serving.ctl --logs $(LOGS)
 
-.PHONY: help install test test-fast lint format train evaluate bench bench-train download fonts clean
+.PHONY: help install test test-fast lint format train evaluate bench bench-sweep bench-train download fonts clean
 .PHONY: archive serve stop models register unregister set-default demo webapp
 .PHONY: kserve-layout
 WEB_PORT ?= 5000
@@ -100,6 +100,9 @@ evaluate: install ## evaluate CHECKPOINT on its protocol's test set
 
 bench: install ## serving benchmark suite (~8 min) -> docs/benchmarks/results.{json,md,png} (BENCH_ARGS=...)
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
+bench-sweep: install ## workers x threads, batch size and delay of the default CNN (~6 min) -> docs/benchmarks/sweep.{json,md}
+	$(PY) -m benchmarks.serving_sweep $(BENCH_ARGS)
 
 bench-train: install ## training throughput (images/s) of every architecture on this machine
 	$(PY) benchmarks/train_throughput.py $(BENCH_ARGS)

@@ -60,10 +60,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def limit_once(model: stack.Served, seconds: float) -> dict:
-    """One in-process measurement of `model`'s handler at batch 1 and 8 (its own threads)."""
+def limit_once(model: stack.Served, seconds: float, precision: str | None = None) -> dict:
+    """One in-process measurement of `model`'s handler at batch 1 and 8 (its own threads and,
+    unless `precision` says otherwise, its own arithmetic)."""
     archive = str(ROOT / "model_store" / model.archive)
     command = [sys.executable, "-m", "benchmarks.serving.inprocess", archive]
+    if precision:
+        command += ["--precision", precision]
     done = subprocess.run(
         [*command, "--batch", "1", "--batch", "8", "--seconds", str(seconds)],
         cwd=ROOT,
@@ -74,17 +77,19 @@ def limit_once(model: stack.Served, seconds: float) -> dict:
     return json.loads(done.stdout)
 
 
-def limit_rows(models: list[stack.Served], runs: dict[str, list[dict]]) -> list[dict]:
-    """Median over repeats per (model, batch)."""
+def limit_rows(measured_by: dict[tuple[str, str], list[dict]], models) -> list[dict]:
+    """Median over repeats per (model, precision, batch); precision "archive" is the archive's
+    own setting, "fp32" the same handler in float32."""
+    versions = {m.name: m.version for m in models}
     rows = []
-    for model in models:
-        measured = runs[model.name]
+    for (name, precision), measured in measured_by.items():
         for i, first in enumerate(measured[0]["results"]):
             results = [r["results"][i] for r in measured]
             rows.append(
                 {
-                    "model": model.name,
-                    "version": model.version,
+                    "model": name,
+                    "version": versions[name],
+                    "precision": precision,
                     "threads": measured[0]["threads"],
                     "batch": first["batch"],
                     "images_per_s": statistics.median(r["images_per_s"] for r in results),
@@ -121,8 +126,13 @@ def peer_checkpoint(folder: Path, labels_from: Path) -> Path:
 
 def serving(args, models: list[stack.Served], logs: Path) -> tuple[list[dict], list[dict], dict]:
     pngs = [png for _, png in drawings(max(args.concurrency))]
-    with stack.torchserve_stack(logs / "ts") as server:
+    # The first model answers in float32 too (a copy of its archive as `<version>-fp32`).
+    store, fp32_version = stack.store_with_fp32(logs / "fp32", models[0])
+    with stack.torchserve_stack(logs / "ts", model_store=store) as server:
         configs, batching = [], {}
+        fp32_url = f"{server.endpoints.inference}/predictions/{models[0].name}/{fp32_version}"
+        label = f"TorchServe {models[0].name} {models[0].version} in float32"
+        configs.append(Config(f"ts-{models[0].name}-fp32", label, "torchserve", fp32_url))
         for i, model in enumerate(models):
             # The archive's own batching, no batching, and for the first model the other
             # batch delay of the two compared (1 ms, the archives' since 1.1, and 5 ms).
@@ -164,14 +174,18 @@ def serving(args, models: list[stack.Served], logs: Path) -> tuple[list[dict], l
                     json_body=True,
                 )
             )
-            limits: dict[str, list[dict]] = {m.name: [] for m in models}
+            limits: dict[tuple[str, str], list[dict]] = {(m.name, "archive"): [] for m in models}
+            limits[models[0].name, "fp32"] = []
+            by_name = {m.name: m for m in models}
 
             def measure_limits(repeat: int) -> None:
-                for model in models:
-                    limits[model.name].append(limit_once(model, args.duration))
-                    got = [r["images_per_s"] for r in limits[model.name][-1]["results"]]
+                for name, precision in limits:
+                    arithmetic = None if precision == "archive" else precision
+                    measured = limit_once(by_name[name], args.duration, arithmetic)
+                    limits[name, precision].append(measured)
+                    got = [r["images_per_s"] for r in measured["results"]]
                     log(
-                        f"  repeat {repeat + 1}/{args.repeats} limit {model.name}: "
+                        f"  repeat {repeat + 1}/{args.repeats} limit {name} ({precision}): "
                         f"{got[0]:.0f} / {got[1]:.0f} images/s at batch 1 / 8"
                     )
 
@@ -192,7 +206,7 @@ def serving(args, models: list[stack.Served], logs: Path) -> tuple[list[dict], l
             )
         metrics = stack.backend_metrics(server)
     info = {"batching": batching, "torchserve_metrics": metrics}
-    return rows, limit_rows(models, limits), info
+    return rows, limit_rows(limits, models), info
 
 
 def training_rows(logs: Path) -> list[dict]:

@@ -211,10 +211,13 @@ def time_handler(
     seconds: float,
     *,
     threads: int | None = None,
+    precision: str | None = None,
 ) -> dict:
     """The handler's own `handle` on batches of these requests, in-process, for `seconds` per
     batch size: images/s, per-image latency and each phase's share (no HTTP, no frontend)."""
     write = _bodies_input(bodies, batches=list(batches), seconds=seconds)
-    out, _, work = _run(mar, "time", write, batch_size=max(batches), threads=threads)
+    out, _, work = _run(
+        mar, "time", write, batch_size=max(batches), threads=threads, precision=precision
+    )
     with work:
         return json.loads(out.read_text())

@@ -1,22 +1,24 @@
 """Reproduce the shipped models from the data: train, evaluate, archive, check the archive.
 
-    python -m release.recipe --version 1.1            # every default model (make release)
-    python -m release.recipe --version 1.1 --only emnist-cnn --epochs 1   # a quick try
+    python -m release.recipe --version 2.0            # every default model (make release)
+    python -m release.recipe --version 2.0 --only emnist-cnn --epochs 1   # a quick try
     python -m release.recipe --version 1.2 --only emnist-cnn \
-        --base emnist-cnn=model_store/emnist-cnn-1.1.mar     # fine-tune stages only
+        --base emnist-cnn=model_store/emnist-cnn-1.1.mar     # 1.x: fine-tune stages only
 
-For each recipe below: `training.train` into runs/release-<version>/<name>/ (validation picks the
-checkpoint; the test set is not looked at); for the 47-class models that is the base, then a
-one-epoch fine-tune with typeset glyphs and `training.recalibrate` (FINE_TUNE below; `--base`
-starts from a released archive's checkpoint instead of training the base again);
-`training.evaluate` on the complete test set,
-`serving.archive` with those figures in the model card, then `training.evaluate` of the new
+Since 2.0 (RECIPES below) each model is trained from scratch in one run (bf16 where the CPU has
+it, typeset glyphs and handwriting fonts mixed in: `make fonts`), then gets batch-norm
+statistics of clean training images (`training.recalibrate`). The 1.x recipes (RECIPES_1) trained
+a base and fine-tuned it for one epoch with typeset glyphs (FINE_TUNE; `--base` starts from a
+released archive's checkpoint instead of training the base again). Validation picks every
+checkpoint; the test set is not looked at. Then `training.evaluate` on the complete test set,
+`serving.archive` with those figures in the model card (the archive defaults: bf16 where native,
+2 workers, batch 8 without delay: docs/benchmarks/sweep.md), and `training.evaluate` of the new
 archive through its own handler, which must agree with the checkpoint's figures. The archive
 lands in model_store/ (never overwriting a version); make it the default with
 `make set-default` on a running server and in config.properties' `models=`.
 
-Runs on a GPU when there is one (minutes on an H100, see README "Released models") and on the
-CPU otherwise (hours: pass --epochs to shorten).
+On these 2 CPU cores 2.0 takes about 1.5 h for emnist-cnn and 1.5-2 h for emnist-rcnn (epoch
+times in docs/training.md); on a GPU, minutes. --epochs shortens a trial.
 """
 
 from __future__ import annotations
@@ -31,27 +33,32 @@ from training import evaluate, recalibrate, train
 from training.cli import HelpFormatter
 from training.protocol import PROJECT_ROOT
 
-# The recipes of the released models: every option not named here is train.py's default.
+# From 2.0: every option not named here is train.py's default (bf16 where native, EMA, affine
+# augmentation, cosine schedule); runs/release-2.0/*/RULE*.md hold the shipping rules.
+FONTS = ["--font-glyphs", "0.05", "--handwriting-fonts", "0.08"]
 RECIPES: dict[str, list[str]] = {
-    "emnist-cnn": ["--arch", "cnn", "--protocol", "emnist47", "--epochs", "60"],
+    "emnist-cnn": ["--arch", "cnn", "--protocol", "emnist47", "--epochs", "40", *FONTS],
+    # RCNN-96 with batch norm; 18 epochs: every RCNN run so far peaked on validation by 14-17.
     "emnist-rcnn": [
-        "--arch",
-        "rcnn",
-        "--model-arg",
-        "norm=bn",
-        "--protocol",
-        "emnist47",
-        "--epochs",
-        "35",
+        *("--arch", "rcnn", "--model-arg", "norm=bn", "--protocol", "emnist47"),
+        *("--epochs", "18", *FONTS),
     ],
     # 10 classes, trained and tested on digits only (EMNIST-47 cannot be scored on the complete
     # mnist test set: 1,260 of its images are in the 47-class training pool).
     "emnist-digits": ["--arch", "cnn", "--protocol", "digits", "--epochs", "8"],
 }
-# Since 1.2 the 47-class models are then fine-tuned for one epoch with typeset glyphs mixed in
-# (training/font_glyphs.py: drawings in serif and slanted letterforms EMNIST lacks) and get
-# batch-norm statistics of clean training images (training/recalibrate.py); docs/results.md
-# has the measurements behind both steps.
+RECALIBRATED = ("emnist-cnn", "emnist-rcnn")
+# The 1.x recipes: a base run, then one fine-tune epoch with typeset glyphs mixed in
+# (training/font_glyphs.py) and clean batch-norm statistics (training/recalibrate.py);
+# docs/results.md has the measurements behind both steps.
+RECIPES_1: dict[str, list[str]] = {
+    "emnist-cnn": ["--arch", "cnn", "--protocol", "emnist47", "--epochs", "60"],
+    "emnist-rcnn": [
+        *("--arch", "rcnn", "--model-arg", "norm=bn", "--protocol", "emnist47"),
+        *("--epochs", "35"),
+    ],
+    "emnist-digits": RECIPES["emnist-digits"],
+}
 FINE_TUNE = ["--epochs", "1", "--lr", "1e-4", "--warmup-epochs", "0", "--font-glyphs", "0.1"]
 FINE_TUNED = ("emnist-cnn", "emnist-rcnn")
 # Figures of an archive evaluated through its handler and of its checkpoint in-process agree
@@ -94,14 +101,18 @@ def release_one(name: str, args: argparse.Namespace) -> Path:
     target = args.store / f"{name}-{args.version}.mar"
     if target.exists():  # checked before hours of training, not after
         raise SystemExit(f"error: {target} exists; a released version never changes")
-    recipe = list(RECIPES[name])
+    legacy = args.version.split(".")[0] == "1"
+    recipe = list((RECIPES_1 if legacy else RECIPES)[name])
     if args.epochs is not None:
         recipe[recipe.index("--epochs") + 1] = str(args.epochs)
     common = [*args.train_arg, "--seed", str(args.seed), "--no-progress"]
-    if name not in FINE_TUNED:
+    if not legacy or name not in FINE_TUNED:
         print(f"== {name} {args.version}: train {' '.join(recipe)} --seed {args.seed}", flush=True)
-        train.main([*recipe, *common, "--out", str(run)])
+        trained = run / "train" if name in RECALIBRATED and not legacy else run
+        train.main([*recipe, *common, "--out", str(trained)])
         checkpoint = run / "best.pt"
+        if trained != run:
+            recalibrate.main([str(trained / "best.pt"), "--out", str(checkpoint)])
     else:
         base = args.bases.get(name)
         if base is not None and base.suffix == ".mar":
@@ -150,7 +161,9 @@ def checkpoint_from_archive(mar: Path, target: Path) -> Path:
 def parse_base(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or name not in FINE_TUNED:
-        raise SystemExit(f"error: --base takes NAME=CHECKPOINT, NAME one of {FINE_TUNED}")
+        raise SystemExit(
+            f"error: --base takes NAME=CHECKPOINT, NAME one of {FINE_TUNED} (1.x releases)"
+        )
     if not Path(path).is_file():
         raise SystemExit(f"error: --base {name}: {path} not found")
     return name, Path(path)
@@ -159,6 +172,8 @@ def parse_base(text: str) -> tuple[str, Path]:
 def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     args.bases = dict(parse_base(text) for text in args.base)  # checked before any training
+    if args.bases and args.version.split(".")[0] != "1":
+        raise SystemExit("error: --base is for 1.x releases; since 2.0 models train from scratch")
     released = [release_one(name, args) for name in (args.only or sorted(RECIPES))]
     print("released: " + ", ".join(str(p) for p in released))
     return released

@@ -125,7 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", help="model version (default: the checkpoint's 'version')")
     parser.add_argument("--store", default=str(ROOT / "model_store"), help="model store folder")
-    parser.add_argument("--workers", type=int, default=1, help="workers per model version")
+    # Defaults: the best of `make bench-sweep` on 2 cores (docs/benchmarks/sweep.md): 2 workers
+    # of 1 torch thread each, batches of up to 8 waiting at most 1 ms to fill.
+    parser.add_argument("--workers", type=int, default=2, help="workers per model version")
     parser.add_argument("--batch-size", type=int, default=8, help="most requests per batch")
     parser.add_argument(
         "--max-batch-delay", type=int, default=1, help="ms to wait for a batch to fill up"
@@ -137,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
-        default="fp32",
+        default="auto",
         help="CPU inference arithmetic (model-config.yaml; EMNIST_PRECISION overrides it when "
         "serving): auto = bf16 where the CPU has native bf16",
     )
@@ -152,8 +154,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("workers", "batch_size", "response_timeout", "cpu_threads"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.max_batch_delay < 0:
-        parser.error("--max-batch-delay must be >= 0")
+    if args.max_batch_delay < 1:
+        # TorchServe 0.12 reads maxBatchDelay 0 in model-config.yaml as "not set", its default
+        # of 100 ms (measured: single-client p50 106 ms instead of 5).
+        parser.error("--max-batch-delay must be >= 1 (TorchServe reads 0 as its 100 ms default)")
     return args
 
 

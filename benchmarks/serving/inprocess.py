@@ -24,11 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("archive", type=Path)
     parser.add_argument("--threads", type=int, default=None, help="default: the archive's")
     parser.add_argument("--batch", type=int, action="append", help="default: 1 and 8")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), help="default: the archive's"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="per batch size")
     args = parser.parse_args(argv)
     bodies = [png for _, png in drawings(8)]
     batches = args.batch or [1, 8]
-    result = archive.time_handler(args.archive, bodies, batches, args.seconds, threads=args.threads)
+    result = archive.time_handler(
+        args.archive, bodies, batches, args.seconds, threads=args.threads, precision=args.precision
+    )
     print(json.dumps(result))
 
 

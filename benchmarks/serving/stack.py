@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,10 +65,49 @@ def free_ports_for_torchserve() -> torchserve.Ports:
 
 
 @contextlib.contextmanager
-def torchserve_stack(logs: Path):
+def torchserve_stack(logs: Path, model_store: Path | None = None):
     """TorchServe as `make serve` starts it, READY with defaults set; stopped on exit."""
-    with processes.torchserve_running(CONFIG, logs, ports=free_ports_for_torchserve()) as server:
+    ports = free_ports_for_torchserve()
+    with processes.torchserve_running(CONFIG, logs, model_store=model_store, ports=ports) as server:
         yield server
+
+
+FP32_SUFFIX = "-fp32"
+
+
+def store_with_fp32(folder: Path, model: Served) -> tuple[Path, str]:
+    """model_store/'s archives (linked) plus `model`'s again as version `<version>-fp32`,
+    answering in float32 (its model-config.yaml's `handler.precision`); returns the store and
+    that version. The same weights and code: only the arithmetic differs."""
+    store = folder / "store"
+    store.mkdir(parents=True)
+    for path in sorted((ROOT / "model_store").glob("*.mar")):
+        (store / path.name).symlink_to(path)
+    version = model.version + FP32_SUFFIX
+    source = ROOT / "model_store" / model.archive
+    with (
+        zipfile.ZipFile(source) as old,
+        zipfile.ZipFile(store / f"{model.name}-{version}.mar", "w") as new,
+    ):
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "MAR-INF/MANIFEST.json":
+                manifest = json.loads(data)
+                manifest["model"]["modelVersion"] = version
+                data = json.dumps(manifest, indent=2).encode()
+            elif item.filename == "model-config.yaml":
+                data = _with_precision(data.decode(), "fp32").encode()
+            new.writestr(item, data)
+    return store, version
+
+
+def _with_precision(config: str, precision: str) -> str:
+    """model-config.yaml text with `handler.precision` set (the keys archive.py writes)."""
+    lines = [line for line in config.splitlines() if not line.strip().startswith("precision:")]
+    if "handler:" not in lines:
+        lines.append("handler:")
+    at = lines.index("handler:") + 1
+    return "\n".join([*lines[:at], f"  precision: {precision}", *lines[at:]]) + "\n"
 
 
 def register_variant(

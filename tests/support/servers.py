@@ -100,11 +100,14 @@ def serving_config(store: Path) -> Path:
 
 def build_test_store(tmp: Path, *archive_args: str) -> Path:
     """Archive TEST_MODELS from small checkpoints into tmp/model_store (no post-build check:
-    test_archive.py covers it)."""
+    test_archive.py covers it). One worker per version and a 1 ms batch delay unless
+    `archive_args` say otherwise: several test servers share 2 cores, and the batching tests
+    need requests to meet in the queue."""
     store = tmp / "model_store"
     for arch, name, version, seed in TEST_MODELS:
         ckpt = write_checkpoint(tmp / f"{name}-{version}.pt", arch=arch, seed=seed)
         args = ["--name", name, "--version", version, "--store", str(store), "--no-check"]
+        args += ["--workers", "1", "--max-batch-delay", "1"]
         archive.main([str(ckpt), *args, *archive_args])
     return store
 
