@@ -71,7 +71,7 @@ class KServeV1Client(TorchServeClient):
         self.configured_models = sorted({m.strip() for m in models if m.strip()})
         if host_header:
             # Calling through the ingress IP: the Host header picks the InferenceService.
-            self.session.headers["Host"] = host_header
+            self.default_headers["Host"] = host_header
 
     def predict(
         self,

@@ -44,6 +44,7 @@ def store(tmp_path_factory) -> Path:
     checkpoint = write_checkpoint(tmp / "emnist-cnn-1.0.pt", arch="cnn")
     name, version = MODEL
     argv = ["--name", name, "--version", version, "--store", str(tmp / "model_store")]
+    argv += ["--workers", "1"]
     archive.main([str(checkpoint), *argv, "--no-check"])
     return tmp / "model_store"
 
