@@ -71,8 +71,12 @@ def test_no_answer_is_a_read_timeout_and_nothing_listening_a_connect_failure():
         listener.close()
         for connection in held:
             connection.close()
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))  # a port nobody listens on
+    port = unused.getsockname()[1]
+    unused.close()
     with pytest.raises(upstream_http.ConnectFailed):
-        pool.request("GET", url, None, {})  # the port is closed now
+        pool.request("GET", f"http://127.0.0.1:{port}/x", None, {})
 
 
 def test_an_answer_cut_short_is_a_lost_connection():
