@@ -98,7 +98,7 @@ train: install ## train ARCH on PROTOCOL for EPOCHS into RUN (extra flags: TRAIN
 evaluate: install ## evaluate CHECKPOINT on its protocol's test set
 	$(PY) -m training.evaluate $(CHECKPOINT)
 
-bench: install ## serving benchmark suite (~8 min) -> docs/benchmarks/results.{json,md,png} (BENCH_ARGS=...)
+bench: install ## serving benchmark suite (~9 min) -> docs/benchmarks/results.{json,md,png} (BENCH_ARGS=...)
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 bench-sweep: install ## workers x threads, batch size and delay of the default CNN (~6 min) -> docs/benchmarks/sweep.{json,md}

@@ -142,12 +142,16 @@ def release_one(name: str, args: argparse.Namespace) -> Path:
             str(run / "eval-test" / "metrics.json"),
         ]
     )
-    served = evaluate.main([str(mar), *limit, "--out", str(run / "eval-archive")])
+    # Through its handler in float32, which must give the checkpoint's figures; then as served
+    # (bf16 where the CPU has it), for the record.
+    exact = ["--precision", "fp32", "--out", str(run / "eval-archive")]
+    served = evaluate.main([str(mar), *limit, *exact])
     if abs(served["top1"] - tested["top1"]) > AGREEMENT:
         raise SystemExit(
             f"error: {mar} scores {served['top1']:.4%} through its handler but its checkpoint "
             f"{tested['top1']:.4%}: the archive does not serve what was trained"
         )
+    evaluate.main([str(mar), *limit, "--out", str(run / "eval-served")])
     return mar
 
 

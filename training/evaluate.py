@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1024, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="an archive's CPU arithmetic, over its model-config.yaml (default: the archive's)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -75,14 +81,19 @@ def most_confused(confusion: np.ndarray, class_names: list[str], top: int) -> li
 
 
 def archive_logits(
-    mar: Path, images: np.ndarray, ckpt: dict, device: torch.device, batch_size: int
+    mar: Path,
+    images: np.ndarray,
+    ckpt: dict,
+    device: torch.device,
+    batch_size: int,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """The archive handler's probabilities, as log-probabilities (valid logits: softmax of
     them gives the probabilities back)."""
     gpu_id = (device.index or 0) if device.type == "cuda" else None
     try:
         probabilities, info = archive.probabilities(
-            mar, images, batch_size=batch_size, gpu_id=gpu_id
+            mar, images, batch_size=batch_size, gpu_id=gpu_id, precision=precision
         )
     except archive.ArchiveError as err:
         raise SystemExit(f"error: {err}") from err
@@ -123,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = select_device(args.device)
     started = time.perf_counter()
     if is_archive:
-        logits = archive_logits(args.checkpoint, images, ckpt, device, args.batch_size)
+        logits = archive_logits(
+            args.checkpoint, images, ckpt, device, args.batch_size, args.precision
+        )
     else:
         # Channels-last lets oneDNN pick faster convolution kernels (1.3x for RCNN on CPU
         # here); the arithmetic is the same up to float rounding.

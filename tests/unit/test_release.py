@@ -40,15 +40,33 @@ def test_a_trial_release_archives_a_checked_model_with_its_card(shared_emnist, t
     served = json.loads((run / "eval-archive" / "metrics.json").read_text())
     assert card["test"]["top1"] == tested["top1"] and card["test"]["images"] == 500
     assert card["model_args"]["width"] == 8
-    # The base run, then the one-epoch fine-tune with glyphs, then recalibrated statistics.
+    # Since 2.0: one run from scratch with typeset glyphs and handwriting fonts, recalibrated.
     config = card["training"]["config"]
-    assert config["epochs"] == 1 and config["seed"] == 0 and config["font_glyphs"] == 0.1
-    base = card["training"]["fine_tuned_from"]
-    assert base["file"] == str(run / "base" / "best.pt") and base["config"]["limit_train"] == 512
-    assert card["training"]["bn_recalibration"]["input"] == str(run / "fine-tune" / "best.pt")
+    assert config["epochs"] == 1 and config["seed"] == 0 and config["font_glyphs"] == 0.05
+    assert config["handwriting_fonts"] == 0.08 and not card["training"].get("fine_tuned_from")
+    assert card["training"]["bn_recalibration"]["input"] == str(run / "train" / "best.pt")
     assert "Batch-norm statistics recomputed" in read_member(released[0], "MODEL_CARD.md").decode()
-    assert abs(served["top1"] - tested["top1"]) <= release.AGREEMENT
+    assert abs(served["top1"] - tested["top1"]) <= release.AGREEMENT  # in float32
     assert served["path"].startswith("archive handler")
+    assert (run / "eval-served" / "metrics.json").exists()  # as served: bf16 where native
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_a_1x_release_still_fine_tunes_a_base(shared_emnist, tmp_path):
+    """The 1.x recipe: the base run, then one epoch with glyphs, then clean statistics."""
+    store = tmp_path / "store"
+    trial = ["--epochs", "1", "--train-arg=--limit-train=512", "--train-arg=--limit-val=256"]
+    trial += ["--train-arg=--model-arg=width=8", "--eval-limit", "300"]
+    (mar,) = release.main(
+        ["--version", "1.9", "--only", "emnist-cnn", *trial, "--store", str(store),
+         "--runs", str(tmp_path / "runs")]
+    )  # fmt: skip
+    card = json.loads(read_member(mar, "model-card.json"))
+    run = tmp_path / "runs" / "release-1.9" / "emnist-cnn"
+    assert card["training"]["config"]["font_glyphs"] == 0.1  # FINE_TUNE's
+    assert card["training"]["fine_tuned_from"]["file"] == str(run / "base" / "best.pt")
+    assert card["training"]["bn_recalibration"]["input"] == str(run / "fine-tune" / "best.pt")
 
 
 @pytest.mark.parametrize(
