@@ -33,10 +33,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def predicted(path: Path, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Top-1 class indices for the images, and the model's class names."""
+def predicted(
+    path: Path, images: np.ndarray, precision: str | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Top-1 class indices for the images, and the model's class names; an archive answers in
+    its own arithmetic unless `precision` says otherwise."""
     if path.suffix == ".mar":
-        probabilities, info = archive.probabilities(path, images)
+        probabilities, info = archive.probabilities(path, images, precision=precision)
         return probabilities.argmax(1), info["labels"]
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, torch.device("cpu"))

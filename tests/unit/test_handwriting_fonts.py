@@ -51,3 +51,21 @@ def test_a_missing_font_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setattr(hw, "FONT_ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="make fonts"):
         hw.handwriting_set(EMNIST47, ("breip",))
+
+
+def test_drawing_validation_scores_checkpoints_and_archives_alike(tmp_path):
+    """The held-out renders through a checkpoint in-process and through its archive's handler
+    (in float32) give the same answers; `main` reports top-1 for each."""
+    from support.servers import write_checkpoint
+
+    from serving import archive
+    from training import drawing_validation
+
+    ckpt = write_checkpoint(tmp_path / "best.pt", class_names=EMNIST47)
+    mar = archive.main([str(ckpt), "--version", "0.1", "--store", str(tmp_path), "--no-check"])
+    images, labels = hw.handwriting_set(EMNIST47, hw.HELD_OUT, per_character=1, seed=1)
+    in_process, names = drawing_validation.predicted(ckpt, images)
+    served, served_names = drawing_validation.predicted(mar, images, precision="fp32")
+    assert names == served_names == EMNIST47 and np.array_equal(in_process, served)
+    scores = drawing_validation.main([str(ckpt), "--per-character", "1"])
+    assert scores == {str(ckpt): float((in_process == labels).mean())}
