@@ -219,7 +219,7 @@ def test_served_top1_agrees_with_in_process_evaluation(served, store, emnist47_b
     train.main([*argv, "--out", str(tmp_path), "--no-progress"])
     ckpt = load_checkpoint(tmp_path / "best.pt")
     args = ["--name", "emnist-check", "--version", "1.0", "--store", str(store)]
-    archive.main([str(tmp_path / "best.pt"), *args])
+    archive.main([str(tmp_path / "best.pt"), *args, "--precision", "fp32"])  # as in-process
     management = Management(served.endpoints)
     management.register("emnist-check-1.0.mar")
     management.wait_ready([("emnist-check", "1.0")], timeout=120)

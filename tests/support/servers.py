@@ -102,12 +102,13 @@ def build_test_store(tmp: Path, *archive_args: str) -> Path:
     """Archive TEST_MODELS from small checkpoints into tmp/model_store (no post-build check:
     test_archive.py covers it). One worker per version and a 1 ms batch delay unless
     `archive_args` say otherwise: several test servers share 2 cores, and the batching tests
-    need requests to meet in the queue."""
+    need requests to meet in the queue. float32, so answers equal the in-process ones exactly
+    (bf16 serving has its own tests: test_handler.py, benchmarks/precision_agreement.py)."""
     store = tmp / "model_store"
     for arch, name, version, seed in TEST_MODELS:
         ckpt = write_checkpoint(tmp / f"{name}-{version}.pt", arch=arch, seed=seed)
         args = ["--name", name, "--version", version, "--store", str(store), "--no-check"]
-        args += ["--workers", "1", "--max-batch-delay", "1"]
+        args += ["--workers", "1", "--max-batch-delay", "1", "--precision", "fp32"]
         archive.main([str(ckpt), *args, *archive_args])
     return store
 

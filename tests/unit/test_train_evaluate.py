@@ -155,6 +155,8 @@ def test_an_archive_carries_its_card_and_evaluates_like_its_checkpoint(
             str(tmp_path / "store"),
             "--test-metrics",
             str(tmp_path / "ckpt" / "metrics.json"),
+            "--precision",
+            "fp32",  # compared with the checkpoint's float32 figures below
         ]
     )
     card = json.loads(read_member(mar, "model-card.json"))
