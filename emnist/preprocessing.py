@@ -198,6 +198,18 @@ def _empty() -> Preprocessed:
     return Preprocessed(np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8), empty=True)
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The picture as its EXIF orientation says it is seen (phone photos)."""
+    if image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) != 1:
+        return ImageOps.exif_transpose(image)
+    return image
+
+
+def _shrink_factor(size: tuple[int, int]) -> int:
+    """The integer box reduction that brings the longer side to at most _MAX_WORK_SIDE."""
+    return -(-max(size) // _MAX_WORK_SIDE)
+
+
 def _opaque_gray8(image: Image.Image) -> np.ndarray | None:
     """The 8-bit gray plane of an opaque L, RGB or RGBA picture (a canvas export), else None.
 
@@ -208,10 +220,9 @@ def _opaque_gray8(image: Image.Image) -> np.ndarray | None:
         return None
     if image.mode == "RGBA" and image.getchannel("A").getextrema() != (255, 255):
         return None
-    if image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) != 1:
-        image = ImageOps.exif_transpose(image)
+    image = _upright(image)
     gray = image if image.mode == "L" else image.convert("L")
-    factor = -(-max(gray.size) // _MAX_WORK_SIDE)
+    factor = _shrink_factor(gray.size)
     if factor > 1:
         gray = gray.reduce(factor)
     return np.asarray(gray)
@@ -253,9 +264,8 @@ def _locate_gray8(gray8: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | Non
 
 def _image_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Gray and alpha planes of a PIL image as float32 in [0, 1] (alpha None when opaque)."""
-    if image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1) != 1:
-        image = ImageOps.exif_transpose(image)
-    factor = -(-max(image.size) // _MAX_WORK_SIDE)
+    image = _upright(image)
+    factor = _shrink_factor(image.size)
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         if factor > 1:
             # Shrunk like 8-bit images (a 4096 px 16-bit PNG peaked at 163 MB, now 100 MB);

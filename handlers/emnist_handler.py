@@ -93,7 +93,8 @@ class EmnistHandler(BaseHandler):
         # TorchServe's worker logs "Backend received inference" on the root logger at INFO for
         # every batch, and its frontend copies each line into model_log.log: from here on the
         # root logger's own records pass from WARNING up (named loggers, ours, are untouched).
-        logging.getLogger().addFilter(lambda record: record.levelno >= logging.WARNING)
+        # One module-level function, so a second initialize in the process adds nothing.
+        logging.getLogger().addFilter(_warnings_and_up)
         self.initialized = True
         log.info(
             "%s %s: %s, %d classes on %s (%s threads, %s), code from %s",
@@ -223,6 +224,10 @@ class EmnistHandler(BaseHandler):
                 "checkpoint_metrics": self.checkpoint_metrics,
             }
         )
+
+
+def _warnings_and_up(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
 
 
 def inference_precision(model_yaml_config: dict | None) -> str:
