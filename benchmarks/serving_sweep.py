@@ -28,7 +28,6 @@ from emnist.files import atomic_write, atomic_write_json
 from handlers.emnist_handler import CPU_THREADS_ENV
 from mar import archive
 from serving import processes
-from serving.management import Management
 
 ROOT = stack.ROOT
 
@@ -68,45 +67,14 @@ def default_archive() -> Path:
     return ROOT / "model_store" / served["emnist-cnn"].archive
 
 
-def register(server: processes.Server, path: Path, workers: int, size: int, delay: int) -> str:
-    """The archive again as `<name>-w<workers>b<size>d<delay>`, READY when this returns."""
-    model = archive.manifest(path)
-    name, version = model["modelName"], model["modelVersion"]
-    variant = f"{name}-w{workers}b{size}d{delay}"
-    management = Management(server.endpoints, timeout=180)
-    management._call(
-        "POST",
-        "/models",
-        url=path.name,
-        model_name=variant,
-        batch_size=size,
-        max_batch_delay=delay,
-        initial_workers=workers,
-        synchronous="true",
-    )
-    # The archive's model-config.yaml pins its workers (minWorkers = maxWorkers = 1) over the
-    # register call's initial_workers: scaled here, synchronously.
-    management._call(
-        "PUT",
-        f"/models/{variant}/{version}",
-        min_worker=workers,
-        max_worker=workers,
-        synchronous="true",
-    )
-    info = management.describe(variant, version)
-    ready = sum(w["status"] == "READY" for w in info["workers"])
-    if (info["batchSize"], info["maxBatchDelay"], ready) != (size, delay, workers):
-        raise RuntimeError(f"{variant} registered as {info}")
-    server.remember_workers()
-    return variant
-
-
 def sweep_layout(args, path: Path, workers: int, threads: int, logs: Path) -> list[dict]:
     """Every batching at every client count for one layout, in one TorchServe."""
     store = logs / "store"
     store.mkdir(parents=True)
     shutil.copy2(path, store / path.name)
-    version = archive.manifest(path)["modelVersion"]
+    manifest = archive.manifest(path)
+    version = manifest["modelVersion"]
+    served = stack.Served(manifest["modelName"], version, path.name)
     os.environ[CPU_THREADS_ENV] = str(threads)
     try:
         with processes.torchserve_running(
@@ -114,7 +82,7 @@ def sweep_layout(args, path: Path, workers: int, threads: int, logs: Path) -> li
         ) as server:
             configs = []
             for size, delay in pairs(args.batching, "/"):
-                variant = register(server, store / path.name, workers, size, delay)
+                variant = stack.register_variant(server, served, size, delay, workers)
                 # The copy loaded at start-up idles: only the variant under load is busy.
                 url = f"{server.endpoints.inference}/predictions/{variant}/{version}"
                 label = f"{workers}x{threads}, batch " + (f"{size}/{delay} ms" if size > 1 else "1")

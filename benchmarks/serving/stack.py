@@ -111,14 +111,20 @@ def _with_precision(config: str, precision: str) -> str:
 
 
 def register_variant(
-    server: processes.Server, model: Served, batch_size: int, delay_ms: int
+    server: processes.Server,
+    model: Served,
+    batch_size: int,
+    delay_ms: int,
+    workers: int | None = None,
 ) -> str:
-    """The same archive registered again as `<name>-b<size>d<delay>` with other batching.
+    """The same archive registered again as `<name>-b<size>d<delay>` (with `workers`:
+    `<name>-w<workers>b<size>d<delay>`, that many workers) with other batching, READY.
 
     TorchServe's register API takes batch_size and max_batch_delay over the archive's
-    model-config.yaml, so this needs no new archive (checked: describe must agree)."""
-    management = Management(server.endpoints, timeout=120)
-    name = f"{model.name}-b{batch_size}d{delay_ms}"
+    model-config.yaml, so this needs no new archive (checked: describe must agree). The
+    workers it pins there win over initial_workers, so they are scaled afterwards."""
+    management = Management(server.endpoints, timeout=180)
+    name = f"{model.name}-{f'w{workers}' if workers else ''}b{batch_size}d{delay_ms}"
     management._call(
         "POST",
         "/models",
@@ -126,12 +132,18 @@ def register_variant(
         model_name=name,
         batch_size=batch_size,
         max_batch_delay=delay_ms,
-        initial_workers=1,
+        initial_workers=workers or 1,
         synchronous="true",
     )
+    if workers:
+        path = f"/models/{name}/{model.version}"
+        management._call("PUT", path, min_worker=workers, max_worker=workers, synchronous="true")
     info = management.describe(name, model.version)
     if (info["batchSize"], info["maxBatchDelay"]) != (batch_size, delay_ms):
         raise RuntimeError(f"{name} registered with {info['batchSize']}/{info['maxBatchDelay']}")
+    ready = sum(w["status"] == "READY" for w in info["workers"])
+    if workers and ready != workers:
+        raise RuntimeError(f"{name} has {ready} READY workers, not {workers}")
     server.remember_workers()
     return name
 
