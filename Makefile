@@ -37,7 +37,7 @@ GRPC_MANAGEMENT_PORT ?= 7071
 TOKEN_AUTH ?= 0
 CTL := $(PY) -m serving.ctl --logs $(LOGS)
 
-.PHONY: help install test test-fast lint format train evaluate bench bench-sweep bench-train download fonts clean
+.PHONY: help install test test-fast lint format train evaluate bench bench-sweep bench-train seeds download fonts clean
 .PHONY: archive serve stop models register unregister set-default demo webapp
 .PHONY: kserve-layout
 WEB_PORT ?= 5000
@@ -110,6 +110,9 @@ bench-train: install ## training throughput (images/s) of every architecture on 
 release: install ## train, evaluate and archive the default models as RELEASE_VERSION (RELEASE_ARGS="...")
 	@test -n "$(RELEASE_VERSION)" || { echo "usage: make release RELEASE_VERSION=1.1"; exit 2; }
 	$(PY) -m release.recipe --version $(RELEASE_VERSION) $(RELEASE_ARGS)
+
+seeds: install ## the study with three seeds: the release recipe, seeds 0-2, resumable (~6 h on 2 cores) -> docs/seeds.{json,md}
+	$(PY) -m benchmarks.seeds $(SEEDS_ARGS)
 
 .PHONY: canvas-realism
 canvas-realism: install ## released models on Hershey-font canvas drawings -> runs/canvas-realism/ (CANVAS_ARGS=...)

@@ -1,0 +1,204 @@
+"""The study with three seeds: the 2.0 recipe of the CNN and of RCNN-96 (batch norm), seeds 0-2.
+
+    python -m benchmarks.seeds                  # train what is missing (resumable), then report
+    python -m benchmarks.seeds --report-only    # the table from the runs that have finished
+
+Each run is exactly `release/recipe.py`'s RECIPES entry with another `--seed`, in
+runs/seeds-<version>/<model>/seed<N>/: `train/` (best.pt, last.pt; an interrupted run continues
+with `--resume` when this is run again), `best.pt` (clean batch-norm statistics, as released),
+`eval-test/` (the complete bymerge test set, looked at after training) and `drawing-val.json`
+(the held-out handwriting fonts). Seed 0 is the recipe's own seed: the released 2.0 pair.
+
+Writes docs/seeds.json and docs/seeds.md: every run, and per model the mean, the sample standard
+deviation and the range of each figure, and the CNN-RCNN difference of mean bymerge top-1 over
+its standard error. On 2 CPU cores a CNN run takes about an hour, an RCNN run about the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from emnist.checkpoint import load_checkpoint
+from emnist.files import atomic_write, atomic_write_json
+from release.recipe import RECIPES
+from training import drawing_validation, evaluate, recalibrate, train, train_options
+from training.cli import HelpFormatter
+from training.protocol import PROJECT_ROOT
+
+MODELS = ("emnist-cnn", "emnist-rcnn")
+DERIVED = ("best.pt", "eval-test", "drawing-val.json")  # everything made from train/best.pt
+FIGURES = {
+    "val_top1": "validation top-1",
+    "test_top1": "bymerge top-1",
+    "test_top3": "bymerge top-3",
+    "drawing_val_top1": "drawing validation",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--version", default="2.0", help="the release whose recipe is repeated")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--only", choices=MODELS, action="append", help="one model only")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report what ended")
+    p.add_argument(
+        "--train-arg", action="append", default=[], help="extra training option (trial runs)"
+    )
+    p.add_argument("--eval-limit", type=int, default=None, help="first N test images (trials)")
+    p.add_argument("--runs", type=Path, default=PROJECT_ROOT / "runs", help="where runs go")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs", help="report folder")
+    return p.parse_args(argv)
+
+
+def finished(train_dir: Path, epochs: int) -> bool:
+    last = train_dir / "last.pt"
+    return last.exists() and len(load_checkpoint(last).get("history") or []) >= epochs
+
+
+def remove_derived(run: Path) -> None:
+    for derived in (run / name for name in DERIVED):
+        if derived.is_dir():
+            shutil.rmtree(derived)
+        else:
+            derived.unlink(missing_ok=True)
+
+
+def complete_run(name: str, seed: int, run: Path, args: argparse.Namespace) -> None:
+    """Train (or continue), recalibrate, test and score the drawings: whatever is missing."""
+    recipe = [*RECIPES[name], *args.train_arg]
+    if not finished(run / "train", train_options.parse_args(recipe).epochs):
+        remove_derived(run)  # from an earlier, shorter run: made again below
+        print(f"== {name} seed {seed}: train {' '.join(recipe)}", flush=True)
+        train.main([*recipe, "--seed", str(seed), "--no-progress", "--resume",
+                    "--out", str(run / "train")])  # fmt: skip
+    if not (run / "best.pt").exists():
+        recalibrate.main([str(run / "train" / "best.pt"), "--out", str(run / "best.pt")])
+    if not (run / "eval-test" / "metrics.json").exists():
+        limit = [] if args.eval_limit is None else ["--limit", str(args.eval_limit)]
+        evaluate.main([str(run / "best.pt"), *limit, "--out", str(run / "eval-test")])
+    if not (run / "drawing-val.json").exists():
+        top1 = drawing_validation.main([str(run / "best.pt")])[str(run / "best.pt")]
+        atomic_write_json(run / "drawing-val.json", {"top1": top1})
+
+
+def run_row(name: str, seed: int, run: Path) -> dict | None:
+    """One finished run's figures, or None while any of them is missing."""
+    files = [run / "best.pt", run / "eval-test" / "metrics.json", run / "drawing-val.json"]
+    if not all(f.exists() for f in files):
+        return None
+    meta = load_checkpoint(run / "best.pt").get("metrics") or {}
+    tested = json.loads(files[1].read_text())
+    return {
+        "model": name,
+        "seed": seed,
+        "run": str(run.relative_to(PROJECT_ROOT) if run.is_relative_to(PROJECT_ROOT) else run),
+        "selected_epoch": meta.get("epoch"),
+        "train_seconds": meta.get("train_seconds"),
+        "parameters": meta.get("parameters"),
+        "val_top1": meta.get("val_acc"),
+        "test_images": tested["images"],
+        "test_top1": tested["top1"],
+        "test_top3": tested["top3"],
+        "drawing_val_top1": json.loads(files[2].read_text())["top1"],
+    }
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    by_model = {
+        name: {key: spread([r[key] for r in rows if r["model"] == name]) for key in FIGURES}
+        for name in MODELS
+        if any(r["model"] == name for r in rows)
+    }
+    summary: dict = {"per_model": by_model}
+    if len(by_model) == 2:
+        cnn, rcnn = (by_model[name]["test_top1"] for name in MODELS)
+        summary["cnn_minus_rcnn_test_top1"] = cnn["mean"] - rcnn["mean"]
+        if cnn["sd"] is not None and rcnn["sd"] is not None:
+            # Welch's standard error of a difference of means.
+            se = (cnn["sd"] ** 2 / cnn["n"] + rcnn["sd"] ** 2 / rcnn["n"]) ** 0.5
+            summary["difference_over_se"] = summary["cnn_minus_rcnn_test_top1"] / se
+    return summary
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def markdown(rows: list[dict], summary: dict, version: str) -> str:
+    lines = [
+        f"# The study with three seeds: the {version} recipe, seeds "
+        + ", ".join(str(s) for s in sorted({r["seed"] for r in rows})),
+        "",
+        "Written by `python -m benchmarks.seeds` (`make seeds`). Every run is the release "
+        "recipe (`release/recipe.py`) with another seed, batch-norm statistics recomputed on "
+        "clean training images, its checkpoint selected on validation only; bymerge: the "
+        "complete official test set; drawing validation: the held-out handwriting fonts.",
+        "",
+        "| model | seed | epoch selected | training | val top-1 | bymerge top-1 | top-3 "
+        "| drawing validation |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        minutes = "-" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.0f} min"
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {r['selected_epoch']} | {minutes} "
+            f"| {pct(r['val_top1'])} | {pct(r['test_top1'])} | {pct(r['test_top3'])} "
+            f"| {pct(r['drawing_val_top1'], 1)} |"
+        )
+    lines += ["", "| model | figure | runs | mean | sd (points) | range |"]
+    lines.append("|---|---|---:|---:|---:|---|")
+    for name, figures in summary["per_model"].items():
+        for key, s in figures.items():
+            sd = "-" if s["sd"] is None else f"{100 * s['sd']:.2f}"
+            lines.append(
+                f"| {name} | {FIGURES[key]} | {s['n']} | {pct(s['mean'])} | {sd} "
+                f"| {pct(s['min'])}-{pct(s['max'])} |"
+            )
+    if "cnn_minus_rcnn_test_top1" in summary:
+        diff = 100 * summary["cnn_minus_rcnn_test_top1"]
+        lines += ["", f"CNN minus RCNN, mean bymerge top-1: {diff:+.2f} points"]
+        if "difference_over_se" in summary:
+            lines[-1] += f" ({summary['difference_over_se']:.1f} standard errors, Welch)."
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    root = args.runs / f"seeds-{args.version}"
+    rows = []
+    for name in args.only or MODELS:
+        for seed in args.seeds:
+            run = root / name / f"seed{seed}"
+            if not args.report_only:
+                complete_run(name, seed, run, args)
+            row = run_row(name, seed, run)
+            if row is None:
+                print(f"{name} seed {seed}: not finished ({run})")
+            else:
+                rows.append(row)
+    if not rows:
+        raise SystemExit(f"error: no finished run under {root}")
+    summary = summarise(rows)
+    report = {"version": args.version, "runs": rows, "summary": summary}
+    atomic_write_json(args.out / "seeds.json", report)
+    atomic_write(args.out / "seeds.md", markdown(rows, summary, args.version).encode())
+    print(markdown(rows, summary, args.version))
+    return report
+
+
+if __name__ == "__main__":
+    main()
