@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from emnist import preprocessing
+from emnist.png import gray_png
 from emnist.preprocessing import (
     IMAGE_SIZE,
     InvalidImageError,
@@ -271,6 +273,26 @@ def test_preview_is_the_upright_glyph_enlarged():
     preview = Image.open(io.BytesIO(preview_png(pixels, scale=8)))
     assert preview.size == (224, 224) and preview.mode == "L"
     assert np.array_equal(np.asarray(preview)[::8, ::8], emnist_to_upright(pixels))
+    assert np.array_equal(np.asarray(preview)[7::8, 7::8], emnist_to_upright(pixels))  # blocks
+    at_scale_1 = Image.open(io.BytesIO(preview_png(pixels, scale=1)))
+    assert np.array_equal(np.asarray(at_scale_1), emnist_to_upright(pixels))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 1), (3, 200), (57, 2)])
+def test_the_small_png_encoder_writes_what_pillow_reads_back(shape):
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(gray_png(pixels)))
+    decoded.load()  # checks every chunk's CRC and the zlib stream
+    assert decoded.mode == "L" and decoded.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(decoded), pixels)
+
+
+@pytest.mark.parametrize(
+    "pixels", [np.zeros((0, 4), np.uint8), np.zeros((4, 4), np.float32), np.zeros(4, np.uint8)]
+)
+def test_the_small_png_encoder_refuses_what_it_cannot_write(pixels):
+    with pytest.raises(ValueError, match="2-D uint8"):
+        gray_png(pixels)
 
 
 def round_trip_figures(originals: np.ndarray, *, crisp: bool) -> dict[str, float]:
@@ -347,3 +369,13 @@ def test_the_8_bit_path_gives_what_the_float_path_gives(mode, look):
         fast, general = preprocess(picture), preprocess(as_floats)
         assert np.array_equal(fast.pixels, general.pixels)
         assert (fast.empty, fast.dot, fast.extent) == (general.empty, general.dot, general.extent)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1116, 1117])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_border_median_is_numpys(size, dtype):
+    rng = np.random.default_rng(size)
+    for values in (rng.random(size), rng.integers(0, 3, size) / 2):  # continuous, and ties
+        values = values.astype(dtype)
+        ours, numpys = preprocessing._median(values), np.median(values)
+        assert ours == numpys and ours.dtype == numpys.dtype
