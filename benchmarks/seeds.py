@@ -138,7 +138,7 @@ def pct(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def markdown(rows: list[dict], summary: dict, version: str) -> str:
+def markdown(rows: list[dict], summary: dict, version: str, missing: list[str]) -> str:
     lines = [
         f"# The study with three seeds: the {version} recipe, seeds "
         + ", ".join(str(s) for s in sorted({r["seed"] for r in rows})),
@@ -146,7 +146,8 @@ def markdown(rows: list[dict], summary: dict, version: str) -> str:
         "Written by `python -m benchmarks.seeds` (`make seeds`). Every run is the release "
         "recipe (`release/recipe.py`) with another seed, batch-norm statistics recomputed on "
         "clean training images, its checkpoint selected on validation only; bymerge: the "
-        "complete official test set; drawing validation: the held-out handwriting fonts.",
+        "complete official test set; drawing validation: the held-out handwriting fonts; "
+        "training: wall time from the checkpoint, pauses included.",
         "",
         "| model | seed | epoch selected | training | val top-1 | bymerge top-1 | top-3 "
         "| drawing validation |",
@@ -168,6 +169,8 @@ def markdown(rows: list[dict], summary: dict, version: str) -> str:
                 f"| {name} | {FIGURES[key]} | {s['n']} | {pct(s['mean'])} | {sd} "
                 f"| {pct(s['min'])}-{pct(s['max'])} |"
             )
+    if missing:
+        lines += ["", "Not finished yet (`make seeds` continues them): " + ", ".join(missing) + "."]
     if "cnn_minus_rcnn_test_top1" in summary:
         diff = 100 * summary["cnn_minus_rcnn_test_top1"]
         lines += ["", f"CNN minus RCNN, mean bymerge top-1: {diff:+.2f} points"]
@@ -179,7 +182,7 @@ def markdown(rows: list[dict], summary: dict, version: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     root = args.runs / f"seeds-{args.version}"
-    rows = []
+    rows, missing = [], []
     for name in args.only or MODELS:
         for seed in args.seeds:
             run = root / name / f"seed{seed}"
@@ -188,15 +191,17 @@ def main(argv: list[str] | None = None) -> dict:
             row = run_row(name, seed, run)
             if row is None:
                 print(f"{name} seed {seed}: not finished ({run})")
+                missing.append(f"{name} seed {seed}")
             else:
                 rows.append(row)
     if not rows:
         raise SystemExit(f"error: no finished run under {root}")
     summary = summarise(rows)
-    report = {"version": args.version, "runs": rows, "summary": summary}
+    report = {"version": args.version, "runs": rows, "not_finished": missing, "summary": summary}
+    text = markdown(rows, summary, args.version, missing)
     atomic_write_json(args.out / "seeds.json", report)
-    atomic_write(args.out / "seeds.md", markdown(rows, summary, args.version).encode())
-    print(markdown(rows, summary, args.version))
+    atomic_write(args.out / "seeds.md", text.encode())
+    print(text)
     return report
 
 

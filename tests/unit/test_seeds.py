@@ -45,6 +45,12 @@ def test_two_seeds_train_apart_and_report_their_mean_and_spread(shared_emnist, t
     assert study(tmp_path, "--seeds", "1", "2") == report
     assert {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == stamps
 
+    # Reporting only: a seed not trained yet is named, not trained.
+    partial = study(tmp_path, "--seeds", "1", "2", "3", "--report-only")
+    assert partial["not_finished"] == ["emnist-cnn seed 3"] and partial["runs"] == rows
+    assert not (tmp_path / "runs" / "seeds-2.0" / "emnist-cnn" / "seed3").exists()
+    assert "emnist-cnn seed 3." in (tmp_path / "docs" / "seeds.md").read_text()
+
     # A longer recipe continues the run from its last epoch and makes every figure again.
     longer = study(tmp_path, "--seeds", "1", "--train-arg=--epochs=2")
     assert (first / "train" / "last.pt").stat().st_mtime_ns != stamps[first / "train" / "last.pt"]
