@@ -24,13 +24,24 @@ from mar import archive
 from training.cli import HelpFormatter
 from training.handwriting_fonts import HELD_OUT, handwriting_set
 
+PER_CHARACTER, SEED = 6, 1  # the set the shipping rules name
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("models", nargs="+", type=Path, help="checkpoints (.pt) or archives (.mar)")
-    p.add_argument("--per-character", type=int, default=6, help="renders per character and face")
-    p.add_argument("--seed", type=int, default=1, help="of the renders")
+    p.add_argument(
+        "--per-character", type=int, default=PER_CHARACTER, help="renders per character and face"
+    )
+    p.add_argument("--seed", type=int, default=SEED, help="of the renders")
     return p.parse_args(argv)
+
+
+def drawing_set(
+    names: list[str], per_character: int = PER_CHARACTER, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """The drawing validation set for a label map: uint8 images and class indices."""
+    return handwriting_set(names, HELD_OUT, per_character=per_character, seed=seed)
 
 
 def predicted(
@@ -54,9 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         _, names = predicted(path, np.zeros((1, 28, 28), dtype=np.uint8))
         key = tuple(names)
         if key not in renders:  # one set per label map (rendered once)
-            renders[key] = handwriting_set(
-                names, HELD_OUT, per_character=args.per_character, seed=args.seed
-            )
+            renders[key] = drawing_set(names, args.per_character, args.seed)
         images, labels = renders[key]
         top1 = float((predicted(path, images)[0] == labels).mean())
         results[str(path)] = top1

@@ -38,6 +38,9 @@ def test_two_seeds_train_apart_and_report_their_mean_and_spread(shared_emnist, t
     assert summary["mean"] == pytest.approx(statistics.fmean(top1))
     assert summary["sd"] == pytest.approx(statistics.stdev(top1))
     assert json.loads((tmp_path / "docs" / "seeds.json").read_text()) == report
+    (averaged,) = report["seed_ensembles"]  # the two seeds' mean log-probabilities
+    assert averaged["model"] == "emnist-cnn" and averaged["seeds"] == [1, 2]
+    assert 0 < averaged["val_top1"] <= 1 and 0 < averaged["drawing_val_top1"] <= 1
     assert "| emnist-cnn | 2 |" in (tmp_path / "docs" / "seeds.md").read_text()
 
     # Run again: nothing is trained or evaluated twice.
@@ -50,6 +53,7 @@ def test_two_seeds_train_apart_and_report_their_mean_and_spread(shared_emnist, t
     assert partial["not_finished"] == ["emnist-cnn seed 3"] and partial["runs"] == rows
     assert not (tmp_path / "runs" / "seeds-2.0" / "emnist-cnn" / "seed3").exists()
     assert "emnist-cnn seed 3." in (tmp_path / "docs" / "seeds.md").read_text()
+    assert study(tmp_path, "--seeds", "1", "--report-only")["seed_ensembles"] == []
 
     # A longer recipe continues the run from its last epoch and makes every figure again.
     longer = study(tmp_path, "--seeds", "1", "--train-arg=--epochs=2")
