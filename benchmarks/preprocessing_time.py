@@ -1,9 +1,10 @@
 """Preprocessing time per drawing, one core: the canvas PNG in, the 28x28 out, decode included.
 
-    python -m benchmarks.preprocessing_time            # -> a table on stdout (about 20 s)
+    python -m benchmarks.preprocessing_time            # -> a table on stdout (about 40 s)
 
 The drawings are the load generator's (benchmarks/serving/drawings.py): 280x280 canvases as the
-page posts them (8-bit gray PNG) and as the canvas exports them (RGBA PNG, what browsers without
+page posts them (8-bit gray PNG, rows unfiltered), the same saved by Pillow (adaptive row filters,
+what another client may send) and as the canvas exports them (RGBA PNG, what browsers without
 CompressionStream send). Each is preprocessed ROUNDS times in turn; reported is the median over
 all calls, in ms, with the parts: `decode_image` alone, and the rest (the ink statistics, the
 crop, the frame's resize and blur). One torch-free thread, as a TorchServe worker runs it.
@@ -12,6 +13,7 @@ crop, the frame's resize and blur). One torch-free thread, as a TorchServe worke
 from __future__ import annotations
 
 import argparse
+import ctypes
 import resource
 import statistics
 import time
@@ -21,6 +23,8 @@ from emnist.preprocessing import decode_image, preprocess
 from training.cli import HelpFormatter
 
 ROUNDS = 200
+# glibc's mallopt parameter: how much of the heap's top it keeps when memory is freed.
+M_TOP_PAD = -2
 
 
 def timed_ms(function, *args) -> float:
@@ -57,11 +61,26 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--rounds", type=int, default=ROUNDS, help="passes over the drawings")
     p.add_argument("--drawings", type=int, default=8, help="distinct drawings")
     args = p.parse_args(argv)
+    pictures = (
+        ("gray PNG (the page)", False, "page"),
+        ("gray PNG (Pillow-saved)", False, "pillow"),
+        ("RGBA PNG (canvas export)", True, "pillow"),
+    )
+    pngs = {
+        name: [png for _, png in drawings(args.drawings, rgba=rgba, encoder=encoder)]
+        for name, rgba, encoder in pictures
+    }
+    # Twice: with glibc's default heap, which may hand its top back to the kernel after every
+    # call (page faults; whether it does depends on the process's heap layout), then with the
+    # top kept, as in a TorchServe worker under load (0.2-0.3 faults per answer there).
     results = {}
-    for name, rgba in (("gray PNG (the page)", False), ("RGBA PNG (canvas export)", True)):
-        pngs = [png for _, png in drawings(args.drawings, rgba=rgba)]
-        results[name] = measure(pngs, args.rounds)
-    print("| picture | median ms | p90 ms | decode ms | after decode ms | faults/call | calls |")
+    for heap in ("default", "top kept"):
+        if heap == "top kept":
+            ctypes.CDLL("libc.so.6").mallopt(M_TOP_PAD, 64 << 20)
+        for name, kind in pngs.items():
+            results[f"{name}, {heap} heap"] = measure(kind, args.rounds)
+    columns = ("picture, heap", "median ms", "p90 ms", "decode ms", "after decode ms")
+    print("| " + " | ".join((*columns, "faults/call", "calls")) + " |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(
