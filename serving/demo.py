@@ -2,12 +2,12 @@
 
     python -m serving.demo [--web-port 5000] [--inference-port 8080] [--management-port 8081] ...
 
-Starts TorchServe as `make serve` does (returns once every model is READY), then the web app
-(`python -m webapp`, waitress) in its own process group, waits until /healthz says both are up
-and prints the URL. Ctrl-C or SIGTERM stops the web app, then the TorchServe the demo started
-and its workers, by PID and start time, leaving nothing listening (serving/processes.py). A
-TorchServe already started by `make serve` in the same logs folder is reused and left running;
-so is one that `make serve` started after the demo's own died.
+Starts TorchServe as `make serve` does (returns once every model is READY) and, while its models
+load, the web app (`python -m webapp`, waitress) in its own process group; waits until /healthz
+says both are up and prints the URL. Ctrl-C or SIGTERM stops the web app, then the TorchServe
+the demo started and its workers, by PID and start time, leaving nothing listening
+(serving/processes.py). A TorchServe already started by `make serve` in the same logs folder is
+reused and left running; so is one that `make serve` started after the demo's own died.
 """
 
 from __future__ import annotations
@@ -58,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: port {args.web_port} is in use on 127.0.0.1 (try WEB_PORT=5001)")
         return 1
     server, web, owned = None, None, False
+    url = f"http://127.0.0.1:{args.web_port}"
+
+    def start_web_app(started: processes.Server) -> None:
+        # Started while TorchServe loads its models (a second saved on 2 cores): until they are
+        # READY it answers 503. Its output goes to this terminal, as the requests come in.
+        nonlocal web
+        web = processes.spawn(processes.webapp_command(started.endpoints, args.web_port), None)
+
     try:
-        server, owned = start_torchserve(args)
-        url = f"http://127.0.0.1:{args.web_port}"
-        # Its output goes to this terminal, as the requests come in.
-        web = processes.spawn(processes.webapp_command(server.endpoints, args.web_port), None)
+        server, owned = start_torchserve(args, start_web_app)
         processes.wait_http(f"{url}/healthz", web, timeout=60, ok=(200,))
         print(f"\n  EMNIST demo ready: {url}\n  (Ctrl-C stops the web app and TorchServe)\n")
         sys.stdout.flush()
@@ -91,17 +96,24 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped TorchServe" if stopped else "the demo's TorchServe had already exited")
 
 
-def start_torchserve(args: argparse.Namespace) -> tuple[processes.Server, bool]:
-    """(server, whether the demo started it): a running `make serve` is reused, not owned."""
+def start_torchserve(args: argparse.Namespace, on_started) -> tuple[processes.Server, bool]:
+    """(server, whether the demo started it): a running `make serve` is reused, not owned.
+    `on_started(server)` runs once TorchServe is launched, before its models are READY."""
     running = processes.find_torchserve(args.logs)
     if running is not None and running.alive():
         print(f"using the TorchServe already running (pid {running.pid}; make stop stops it)")
+        on_started(running)
         return running, False
     ports = torchserve.Ports(
         **{f: getattr(args, f"{f}_port") for f in torchserve.Ports.__dataclass_fields__}
     )
     server, _ = processes.serve(
-        args.config, args.logs, model_store=args.model_store, ports=ports, timeout=args.timeout
+        args.config,
+        args.logs,
+        model_store=args.model_store,
+        ports=ports,
+        timeout=args.timeout,
+        on_started=on_started,
     )
     return server, True
 

@@ -389,9 +389,11 @@ def serve(
     token_auth: bool = False,
     timeout: float = 180,
     say=print,
+    on_started=None,
 ) -> tuple[Server, dict[str, str]]:
     """`make serve`: start TorchServe, wait until every archive that `load_models` names has
     its workers READY (not just until /ping answers), then set each model's default version.
+    `on_started(server)`, if given, runs as soon as TorchServe is launched, while the models load.
 
     TorchServe ignores `defaultVersion` for models loaded at start-up, so the intended default is
     read from config.properties' `models=` entry, else the highest version is taken. Returns the
@@ -427,6 +429,8 @@ def serve(
     server = start_torchserve(config, workdir, store, ports, token_auth)
     management = Management(server.endpoints)
     try:
+        if on_started is not None:
+            on_started(server)
         management.wait_ready(list(archives.values()), timeout, alive=server.alive)
         defaults = set_defaults(management, props, archives.values())
     except ManagementError as err:
