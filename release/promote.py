@@ -22,7 +22,7 @@ import requests
 
 from mar import archive as mar_archive
 from release import gate, ledger
-from serving import processes
+from serving import processes, torchserve
 from serving.management import Management, ManagementError
 from training.protocol import PROJECT_ROOT
 
@@ -66,7 +66,7 @@ def ensure_registered(
         raise SystemExit(f"error: no {archive}: make learn MODEL={model} builds candidates")
     served = {v["modelVersion"] for v in management.versions(model)}
     if version not in served:
-        management.register(archive.name)
+        management.register(archive.name, torchserve.archive_batching(archive))
         management.wait_ready([(model, version)], timeout=180)
     return archive, version not in served
 

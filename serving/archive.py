@@ -126,11 +126,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", help="model version (default: the checkpoint's 'version')")
     parser.add_argument("--store", default=str(ROOT / "model_store"), help="model store folder")
     # Defaults: the best of `make bench-sweep` on 2 cores (docs/benchmarks/sweep.md): 2 workers
-    # of 1 torch thread each, batches of up to 8 waiting at most 1 ms to fill.
+    # of 1 torch thread each, batches of up to 8 of the requests already waiting, no delay to
+    # fill them (under load they fill while the workers are busy; a lone request goes at once).
     parser.add_argument("--workers", type=int, default=2, help="workers per model version")
     parser.add_argument("--batch-size", type=int, default=8, help="most requests per batch")
     parser.add_argument(
-        "--max-batch-delay", type=int, default=1, help="ms to wait for a batch to fill up"
+        "--max-batch-delay", type=int, default=0, help="ms to wait for a batch to fill up"
     )
     parser.add_argument(
         "--response-timeout", type=int, default=30, help="s before a worker is deemed stuck"
@@ -154,10 +155,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("workers", "batch_size", "response_timeout", "cpu_threads"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.max_batch_delay < 1:
-        # TorchServe 0.12 reads maxBatchDelay 0 in model-config.yaml as "not set", its default
-        # of 100 ms (measured: single-client p50 106 ms instead of 5).
-        parser.error("--max-batch-delay must be >= 1 (TorchServe reads 0 as its 100 ms default)")
+    if args.max_batch_delay < 0:
+        # 0 is served as 0 by `make serve` and `make register` (serving/torchserve.py
+        # `no_delay_models`, `Management.register`): TorchServe 0.12 itself reads an archive's
+        # maxBatchDelay 0 as "not set", its 100 ms default.
+        parser.error("--max-batch-delay must be >= 0")
     return args
 
 

@@ -118,7 +118,7 @@ def cmd_register(args: argparse.Namespace) -> None:
         )
     manifest = torchserve.archive_manifest(store / archive)
     management = Management(server.endpoints)
-    print(call(management.register, archive))
+    print(call(management.register, archive, torchserve.archive_batching(store / archive)))
     call(management.wait_ready, [(manifest["modelName"], manifest["modelVersion"])], args.timeout)
     server.remember_workers()
     base = f"{server.endpoints.inference}/predictions/{manifest['modelName']}"

@@ -1,8 +1,9 @@
 """One TorchServe's configuration: ports, the rendered config.properties, what it loads.
 
 `render_config` turns a template (config.properties) into the file a server runs with: ports
-overridden, every listener on 127.0.0.1, the model store made absolute. `archives_to_load` and
-`intended_defaults` read what `load_models` and `models=` ask for. Starting and stopping the
+overridden, every listener on 127.0.0.1, the model store made absolute, and the archives that ask
+for a batch delay of 0 left to the register API (`registered_after_start`). `archives_to_load`
+and `intended_defaults` read what `load_models` and `models=` ask for. Starting and stopping the
 process is `serving.processes`; talking to it, `serving.management`.
 """
 
@@ -15,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from packaging.version import InvalidVersion, Version
 
 from mar import archive
@@ -42,12 +44,16 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return props
 
 
-def intended_defaults(props: dict[str, str]) -> dict[str, str]:
-    """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
+def _models_line(props: dict[str, str]) -> dict:
     try:
-        models = json.loads(props.get("models") or "{}")
+        return json.loads(props.get("models") or "{}")
     except ValueError as err:
         raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
+
+
+def intended_defaults(props: dict[str, str]) -> dict[str, str]:
+    """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
+    models = _models_line(props)
     return {
         name: version
         for name, versions in models.items()
@@ -56,8 +62,39 @@ def intended_defaults(props: dict[str, str]) -> dict[str, str]:
     }
 
 
+def archive_batching(path: Path) -> tuple[int, int]:
+    """(batchSize, maxBatchDelay) an archive's model-config.yaml asks for (TorchServe's
+    defaults, 1 and 100 ms, where it says nothing)."""
+    try:
+        config = yaml.safe_load(archive.read_member(path, archive.CONFIG)) or {}
+    except archive.ArchiveError:
+        config = {}  # archives without a model-config.yaml
+    except yaml.YAMLError as err:
+        raise SystemExit(f"error: {path}: {archive.CONFIG} is not YAML: {err}") from err
+    return int(config.get("batchSize", 1)), int(config.get("maxBatchDelay", 100))
+
+
+def registered_after_start(
+    props: dict[str, str], model_store: Path
+) -> dict[str, tuple[str, tuple[int, int]]]:
+    """{archive file: (model name, its batching)} for the archives `load_models` names that ask
+    for a batch delay of 0: TorchServe 0.12 reads `maxBatchDelay: 0` from an archive, or from
+    `models=`, as "not set" and waits its 100 ms default for every batch (measured: a lone
+    request took 106 ms); its register API takes 0 as given. `make serve` loads these through
+    that API once the server listens (`serving.processes.serve`), the others at start-up."""
+    later = {}
+    for file, (name, _version) in archives_to_load(props, model_store).items():
+        batching = archive_batching(model_store / file)
+        if batching[1] == 0:
+            later[file] = (name, batching)
+    return later
+
+
 def render_config(template: Path, model_store: Path, ports: Ports, token_auth: bool) -> str:
-    """The template with ports, addresses, model store and token mode replaced or added."""
+    """The template with ports, addresses, model store and token mode replaced or added, and
+    `load_models` without the archives `registered_after_start` (a list of the others)."""
+    props = read_properties(template)
+    later = registered_after_start(props, model_store)
     overrides = {
         "inference_address": f"http://{LOOPBACK}:{ports.inference}",
         "management_address": f"http://{LOOPBACK}:{ports.management}",
@@ -72,6 +109,13 @@ def render_config(template: Path, model_store: Path, ports: Ports, token_auth: b
     }
     if token_auth:
         overrides["disable_token_authorization"] = "false"
+    if later:
+        now = [
+            f"{name}={file}"
+            for file, (name, _version) in archives_to_load(props, model_store).items()
+            if file not in later
+        ]
+        overrides["load_models"] = ",".join(now)  # empty: TorchServe loads nothing itself
     lines = []
     for line in template.read_text().splitlines():
         key = line.split("=", 1)[0].strip()

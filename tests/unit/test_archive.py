@@ -67,7 +67,7 @@ def test_archive_ships_the_repository_code_and_the_label_map(built):
     assert labels == {str(i): label for i, label in enumerate(LABELS)}
     config = yaml.safe_load(read_member(mar, "model-config.yaml"))
     assert config["batchSize"] == 4 and config["minWorkers"] == config["maxWorkers"] == 2
-    assert config["maxBatchDelay"] == 1 and config["handler"]["precision"] == "auto"
+    assert config["maxBatchDelay"] == 0 and config["handler"]["precision"] == "auto"
     assert {"maxBatchDelay", "responseTimeout"} <= set(config)
     assert config["handler"]["cpu_threads"] == 1
 
