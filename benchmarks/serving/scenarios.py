@@ -122,7 +122,8 @@ def run_all(
             before = cpu_seconds(processes() if processes else {})
             result = run_loadgen(specs[config.key, clients])
             used = cpu_seconds(processes() if processes else {})
-            answered = max(1, result["ok"] + result["mixed_up"])
+            # The CPU counters span the whole load-generator run, warm-up included.
+            answered = max(1, result["completed_all"])
             result["cpu_ms_per_request"] = {
                 part: (used[part] - before.get(part, 0.0)) * 1000 / answered for part in used
             }
