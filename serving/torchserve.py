@@ -44,16 +44,12 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return props
 
 
-def _models_line(props: dict[str, str]) -> dict:
-    try:
-        return json.loads(props.get("models") or "{}")
-    except ValueError as err:
-        raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
-
-
 def intended_defaults(props: dict[str, str]) -> dict[str, str]:
     """{model name: version} marked `"defaultVersion": true` in the `models=` line."""
-    models = _models_line(props)
+    try:
+        models = json.loads(props.get("models") or "{}")
+    except ValueError as err:
+        raise SystemExit(f"error: the models= line of the config is not JSON: {err}") from err
     return {
         name: version
         for name, versions in models.items()
