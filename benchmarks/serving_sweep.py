@@ -110,9 +110,9 @@ TIE = 0.10
 
 def best(rows: list[dict], clients: int) -> dict:
     """The most correct predictions/s at `clients`, ties (within TIE) broken by the
-    single-client p50. Every setting can ship: a delay of 0 too, which `make serve` and
-    `make register` pass through the register API (TorchServe 0.12 reads an archive's 0 as
-    its 100 ms default; serving/torchserve.py `registered_after_start`)."""
+    single-client p50. Every setting can ship: a delay of 0 too, which `make serve` (a
+    model_snapshot, serving/torchserve.py `startup_snapshot`) and `make register` (the register
+    API) serve as 0, though TorchServe 0.12 reads an archive's own 0 as its 100 ms default."""
     loaded = [r for r in rows if r["clients"] == clients]
     top = max(r["correct_rps"] for r in loaded)
 

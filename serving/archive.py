@@ -157,7 +157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.max_batch_delay < 0:
         # 0 is served as 0 by `make serve` and `make register` (serving/torchserve.py
-        # `no_delay_models`, `Management.register`): TorchServe 0.12 itself reads an archive's
+        # `startup_snapshot`, `Management.register`): TorchServe 0.12 itself reads an archive's
         # maxBatchDelay 0 as "not set", its 100 ms default.
         parser.error("--max-batch-delay must be >= 0")
     return args

@@ -91,37 +91,14 @@ class Management:
     def describe(self, name: str, version: str) -> dict:
         return self._call("GET", f"/models/{name}/{version}")[0]
 
-    def register(
-        self,
-        archive: str,
-        batching: tuple[int, int] | None = None,
-        *,
-        name: str | None = None,
-        wait: bool = True,
-    ) -> str:
+    def register(self, archive: str, batching: tuple[int, int] | None = None) -> str:
         """Register `archive` (a file name in the model store); workers from its config.
         `batching` (batch size, delay ms; `torchserve.archive_batching`) is passed explicitly:
-        TorchServe 0.12 reads an archive's own delay of 0 as 100 ms, but takes 0 from here.
-        `wait=False` returns before the workers are up (`wait_ready` waits for them)."""
-        options = {"synchronous": "true" if wait else "false"}
+        TorchServe 0.12 reads an archive's own delay of 0 as 100 ms, but takes 0 from here."""
+        options = {}
         if batching is not None:
-            options |= {"batch_size": batching[0], "max_batch_delay": batching[1]}
-        if name is not None:
-            options["model_name"] = name
-        return self._call("POST", "/models", url=archive, **options)["status"]
-
-    def wait_listening(self, timeout: float, alive=lambda: True) -> None:
-        """Wait until the management API answers."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not alive():
-                raise ManagementError("TorchServe exited before it listened")
-            with contextlib.suppress(ManagementError):
-                self.model_names()
-                return
-            if time.monotonic() > deadline:
-                raise ManagementError(f"the management API did not answer within {timeout:.0f} s")
-            time.sleep(0.2)
+            options = {"batch_size": batching[0], "max_batch_delay": batching[1]}
+        return self._call("POST", "/models", url=archive, synchronous="true", **options)["status"]
 
     def unregister(self, name: str, version: str) -> str:
         return self._call("DELETE", f"/models/{name}/{version}")["status"]

@@ -431,11 +431,6 @@ def serve(
     try:
         if on_started is not None:
             on_started(server)
-        later = torchserve.registered_after_start(props, store)
-        if later:
-            management.wait_listening(timeout, alive=server.alive)
-        for file, (name, batching) in later.items():
-            management.register(file, batching, name=name, wait=False)
         management.wait_ready(list(archives.values()), timeout, alive=server.alive)
         defaults = set_defaults(management, props, archives.values())
     except ManagementError as err:

@@ -1,9 +1,9 @@
 """One TorchServe's configuration: ports, the rendered config.properties, what it loads.
 
 `render_config` turns a template (config.properties) into the file a server runs with: ports
-overridden, every listener on 127.0.0.1, the model store made absolute, and the archives that ask
-for a batch delay of 0 left to the register API (`registered_after_start`). `archives_to_load`
-and `intended_defaults` read what `load_models` and `models=` ask for. Starting and stopping the
+overridden, every listener on 127.0.0.1, the model store made absolute, and a `model_snapshot`
+where an archive asks for a batch delay of 0 (`startup_snapshot`). `archives_to_load` and
+`intended_defaults` read what `load_models` and `models=` ask for. Starting and stopping the
 process is `serving.processes`; talking to it, `serving.management`.
 """
 
@@ -58,39 +58,61 @@ def intended_defaults(props: dict[str, str]) -> dict[str, str]:
     }
 
 
-def archive_batching(path: Path) -> tuple[int, int]:
-    """(batchSize, maxBatchDelay) an archive's model-config.yaml asks for (TorchServe's
-    defaults, 1 and 100 ms, where it says nothing)."""
+def archive_config(path: Path) -> dict:
+    """An archive's model-config.yaml ({} when it has none)."""
     try:
-        config = yaml.safe_load(archive.read_member(path, archive.CONFIG)) or {}
+        return yaml.safe_load(archive.read_member(path, archive.CONFIG)) or {}
     except archive.ArchiveError:
-        config = {}  # archives without a model-config.yaml
+        return {}
     except yaml.YAMLError as err:
         raise SystemExit(f"error: {path}: {archive.CONFIG} is not YAML: {err}") from err
+
+
+def archive_batching(path: Path) -> tuple[int, int]:
+    """(batchSize, maxBatchDelay) an archive's model-config.yaml asks for (TorchServe's
+    defaults, 1 and 100 ms, where it says nothing): `Management.register` passes them."""
+    config = archive_config(path)
     return int(config.get("batchSize", 1)), int(config.get("maxBatchDelay", 100))
 
 
-def registered_after_start(
-    props: dict[str, str], model_store: Path
-) -> dict[str, tuple[str, tuple[int, int]]]:
-    """{archive file: (model name, its batching)} for the archives `load_models` names that ask
-    for a batch delay of 0: TorchServe 0.12 reads `maxBatchDelay: 0` from an archive, or from
-    `models=`, as "not set" and waits its 100 ms default for every batch (measured: a lone
-    request took 106 ms); its register API takes 0 as given. `make serve` loads these through
-    that API once the server listens (`serving.processes.serve`), the others at start-up."""
-    later = {}
-    for file, (name, _version) in archives_to_load(props, model_store).items():
-        batching = archive_batching(model_store / file)
-        if batching[1] == 0:
-            later[file] = (name, batching)
-    return later
+def startup_snapshot(props: dict[str, str], model_store: Path) -> dict | None:
+    """TorchServe's `model_snapshot` for the archives `load_models` names, each with the
+    workers, batching and timeout its model-config.yaml asks for, when one of them asks for a
+    batch delay of 0; else None (plain `load_models`).
+
+    TorchServe 0.12 reads `maxBatchDelay: 0` from an archive, from `models=` and from the
+    register API's defaults as "not set" and waits its 100 ms default for every batch
+    (measured: a lone request took 106 ms); a snapshot's values are taken as given, and its
+    models are loaded before the server answers (the register API would leave a moment in which
+    a starting server answers 404 for them)."""
+    archives = archives_to_load(props, model_store)
+    configs = {file: archive_config(model_store / file) for file in archives}
+    if not any(config.get("maxBatchDelay") == 0 for config in configs.values()):
+        return None
+    workers = int(props.get("default_workers_per_model", 1))
+    timeout = int(props.get("default_response_timeout", 120))
+    defaults = intended_defaults(props)
+    models: dict[str, dict[str, dict]] = {}
+    for file, (name, version) in archives.items():
+        config = configs[file]
+        models.setdefault(name, {})[version] = {
+            "defaultVersion": defaults.get(name) == version,
+            "marName": file,
+            "minWorkers": int(config.get("minWorkers", workers)),
+            "maxWorkers": int(config.get("maxWorkers", config.get("minWorkers", workers))),
+            "batchSize": int(config.get("batchSize", 1)),
+            "maxBatchDelay": int(config.get("maxBatchDelay", 100)),
+            "responseTimeout": int(config.get("responseTimeout", timeout)),
+        }
+    count = sum(len(versions) for versions in models.values())
+    return {"name": "startup.cfg", "modelCount": count, "models": models}
 
 
 def render_config(template: Path, model_store: Path, ports: Ports, token_auth: bool) -> str:
     """The template with ports, addresses, model store and token mode replaced or added, and
-    `load_models` without the archives `registered_after_start` (a list of the others)."""
+    the `startup_snapshot` in place of `load_models` when the archives need one."""
     props = read_properties(template)
-    later = registered_after_start(props, model_store)
+    snapshot = startup_snapshot(props, model_store)
     overrides = {
         "inference_address": f"http://{LOOPBACK}:{ports.inference}",
         "management_address": f"http://{LOOPBACK}:{ports.management}",
@@ -105,13 +127,9 @@ def render_config(template: Path, model_store: Path, ports: Ports, token_auth: b
     }
     if token_auth:
         overrides["disable_token_authorization"] = "false"
-    if later:
-        now = [
-            f"{name}={file}"
-            for file, (name, _version) in archives_to_load(props, model_store).items()
-            if file not in later
-        ]
-        overrides["load_models"] = ",".join(now)  # empty: TorchServe loads nothing itself
+    if snapshot is not None:
+        overrides["load_models"] = ""  # the snapshot says what to load
+        overrides["model_snapshot"] = json.dumps(snapshot, separators=(",", ":"))
     lines = []
     for line in template.read_text().splitlines():
         key = line.split("=", 1)[0].strip()

@@ -1,8 +1,8 @@
 """An archive's batch delay of 0 is served as 0, at start-up and when registered later.
 
 TorchServe 0.12 reads `maxBatchDelay: 0` in an archive's model-config.yaml as "not set" and
-waits its 100 ms default for every batch; `make serve` (serving/torchserve.py
-`no_delay_models`) and `make register` / `make promote` (`Management.register` with the
+waits its 100 ms default for every batch; `make serve` (a `model_snapshot`: serving/torchserve.py
+`startup_snapshot`) and `make register` / `make promote` (`Management.register` with the
 archive's batching) give it the 0 it asks for. A lone request must not wait for company.
 """
 
