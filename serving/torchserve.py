@@ -71,7 +71,10 @@ def archive_config(path: Path) -> dict:
 def archive_batching(path: Path) -> tuple[int, int]:
     """(batchSize, maxBatchDelay) an archive's model-config.yaml asks for (TorchServe's
     defaults, 1 and 100 ms, where it says nothing): `Management.register` passes them."""
-    config = archive_config(path)
+    return _batching(archive_config(path))
+
+
+def _batching(config: dict) -> tuple[int, int]:
     return int(config.get("batchSize", 1)), int(config.get("maxBatchDelay", 100))
 
 
@@ -87,7 +90,7 @@ def startup_snapshot(props: dict[str, str], model_store: Path) -> dict | None:
     a starting server answers 404 for them)."""
     archives = archives_to_load(props, model_store)
     configs = {file: archive_config(model_store / file) for file in archives}
-    if not any(config.get("maxBatchDelay") == 0 for config in configs.values()):
+    if not any(_batching(config)[1] == 0 for config in configs.values()):
         return None
     workers = int(props.get("default_workers_per_model", 1))
     timeout = int(props.get("default_response_timeout", 120))
@@ -95,13 +98,14 @@ def startup_snapshot(props: dict[str, str], model_store: Path) -> dict | None:
     models: dict[str, dict[str, dict]] = {}
     for file, (name, version) in archives.items():
         config = configs[file]
+        batch_size, delay = _batching(config)
         models.setdefault(name, {})[version] = {
             "defaultVersion": defaults.get(name) == version,
             "marName": file,
             "minWorkers": int(config.get("minWorkers", workers)),
             "maxWorkers": int(config.get("maxWorkers", config.get("minWorkers", workers))),
-            "batchSize": int(config.get("batchSize", 1)),
-            "maxBatchDelay": int(config.get("maxBatchDelay", 100)),
+            "batchSize": batch_size,
+            "maxBatchDelay": delay,
             "responseTimeout": int(config.get("responseTimeout", timeout)),
         }
     count = sum(len(versions) for versions in models.values())
