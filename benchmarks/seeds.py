@@ -10,8 +10,9 @@ with `--resume` when this is run again), `best.pt` (clean batch-norm statistics,
 (the held-out handwriting fonts). Seed 0 is the recipe's own seed: the released 2.0 pair.
 
 Writes docs/seeds.json and docs/seeds.md: every run, and per model the mean, the sample standard
-deviation and the range of each figure, the CNN-RCNN difference of mean bymerge top-1 over
-its standard error, and each model's seeds averaged (on validation: whether they would pay).
+deviation and the range of each figure, the CNN-RCNN difference of mean bymerge top-1 with
+its significance (`benchmarks/significance.py`), and each model's seeds averaged (on
+validation: whether they would pay).
 On 2 CPU cores a CNN run takes about an hour, an RCNN run about the same.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import significance
 from emnist.checkpoint import load_checkpoint, model_from_checkpoint
 from emnist.files import atomic_write, atomic_write_json
 from emnist.inference import images_to_tensor, predict_logits
@@ -162,12 +164,11 @@ def summarise(rows: list[dict]) -> dict:
     }
     summary: dict = {"per_model": by_model}
     if len(by_model) == 2:
-        cnn, rcnn = (by_model[name]["test_top1"] for name in MODELS)
-        summary["cnn_minus_rcnn_test_top1"] = cnn["mean"] - rcnn["mean"]
-        if cnn["sd"] is not None and rcnn["sd"] is not None:
-            # Welch's standard error of a difference of means.
-            se = (cnn["sd"] ** 2 / cnn["n"] + rcnn["sd"] ** 2 / rcnn["n"]) ** 0.5
-            summary["difference_over_se"] = summary["cnn_minus_rcnn_test_top1"] / se
+        cnn, rcnn = ([r["test_top1"] for r in rows if r["model"] == name] for name in MODELS)
+        summary["cnn_minus_rcnn_test_top1"] = statistics.fmean(cnn) - statistics.fmean(rcnn)
+        if len(cnn) > 1 and len(rcnn) > 1:
+            summary["welch"] = significance.welch(cnn, rcnn)
+            summary["permutation"] = significance.permutation_p(cnn, rcnn)
     return summary
 
 
@@ -220,8 +221,16 @@ def markdown(
     if "cnn_minus_rcnn_test_top1" in summary:
         diff = 100 * summary["cnn_minus_rcnn_test_top1"]
         lines += ["", f"CNN minus RCNN, mean bymerge top-1: {diff:+.2f} points"]
-        if "difference_over_se" in summary:
-            lines[-1] += f" ({summary['difference_over_se']:.1f} standard errors, Welch)."
+        if "welch" in summary:
+            w, perm = summary["welch"], summary["permutation"]
+            lines[-1] += (
+                f" (standard error {100 * w['se']:.2f}; Welch's t = {w['t']:.1f} with "
+                f"{w['df']:.1f} degrees of freedom, two-sided p = {w['p']:.3f}; exact permutation "
+                f"test over all {perm['splits']} splits of the runs: p = {perm['p']:.2f}, the "
+                f"smallest it can be {perm['smallest_possible_p']:.2f})."
+            )
+        else:
+            lines[-1] += "."
     return "\n".join(lines) + "\n"
 
 
