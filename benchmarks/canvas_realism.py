@@ -137,8 +137,10 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     archives = sorted(args.model_store.glob("*.mar"))
-    if not archives:
-        sys.exit(f"error: no .mar archives in {args.model_store}")
+    if not archives and not args.checkpoint:
+        sys.exit(f"error: no .mar archives in {args.model_store} and no --checkpoint")
+    if len(set(args.checkpoint)) < len(args.checkpoint):
+        sys.exit("error: a --checkpoint is named twice")
     started = time.perf_counter()
     released = [load_released(a, preprocessing=args.preprocessing) for a in archives]
     released += [load_trained(path) for path in args.checkpoint]

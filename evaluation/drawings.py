@@ -66,9 +66,12 @@ def load_released(archive: Path, *, preprocessing: str = "archive") -> ReleasedM
 def load_trained(checkpoint: Path) -> ReleasedModel:
     """A training run's checkpoint, read with this checkout's preprocessing (before archiving)."""
     ckpt = load_checkpoint(checkpoint)
-    name = f"{checkpoint.parent.name}/{checkpoint.name}"
+    # Named by its path as given: runs of several models and seeds all end in best.pt.
     return ReleasedModel(
-        name, list(ckpt["class_names"]), model=model_from_checkpoint(ckpt), preprocessing="repo"
+        str(checkpoint),
+        list(ckpt["class_names"]),
+        model=model_from_checkpoint(ckpt),
+        preprocessing="repo",
     )
 
 

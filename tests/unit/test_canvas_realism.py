@@ -9,13 +9,15 @@ figures; docs/canvas_realism.md explains the accuracy floors below.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.servers import latest_released
+from support.servers import latest_released, write_checkpoint
 
+from benchmarks import canvas_realism
 from evaluation.drawings import (
     drawings_for,
     evaluate,
@@ -45,6 +47,8 @@ PER_CHARACTER, SEED = 5, 7
 # fails.
 TOP1_FLOOR, TOP3_FLOOR, MERGED_FLOOR = 0.76, 0.94, 0.83
 
+
+CLASSES47 = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")  # bymerge's label order
 
 # emnist-digits 1.1 on the 50 digit drawings: top-1 96%, top-3 100%; three standard errors
 # (2.8 points each at n=50) below.
@@ -106,3 +110,28 @@ def test_released_digits_model_reads_the_drawn_digits_only(drawings):
     print(f"{result['n']} digit drawings: top-1 {result['top1']:.3f}, top-3 {result['top3']:.3f}")
     assert result["top1"] >= DIGITS_TOP1_FLOOR
     assert result["top3"] >= DIGITS_TOP3_FLOOR
+
+
+def test_training_checkpoints_alone_are_read_each_under_its_own_path(tmp_path):
+    # Two runs whose files are both called best.pt (seed folders of two models), no archives.
+    checkpoints = [
+        write_checkpoint(tmp_path / run / "seed0" / "best.pt", class_names=CLASSES47, seed=i)
+        for i, run in enumerate(("emnist-cnn", "emnist-rcnn"))
+    ]
+    empty_store = tmp_path / "store"
+    empty_store.mkdir()
+    out = tmp_path / "report"
+    args = ["--model-store", str(empty_store), "--per-character", "1", "--out", str(out)]
+    args += [a for c in checkpoints for a in ("--checkpoint", str(c))]
+    canvas_realism.main(args)
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == [str(c) for c in checkpoints]
+    assert [m["n"] for m in report["models"].values()] == [len(CHARACTERS)] * 2
+    # Differently initialised models answer differently: the second is not a copy of the first.
+    first, second = (m["per_class"] for m in report["models"].values())
+    assert first != second
+
+    with pytest.raises(SystemExit, match=r"no \.mar archives"):
+        canvas_realism.main(["--model-store", str(empty_store), "--out", str(out)])
+    with pytest.raises(SystemExit, match="named twice"):
+        canvas_realism.main([*args, "--checkpoint", str(checkpoints[0])])
