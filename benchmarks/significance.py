@@ -20,7 +20,8 @@ def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with df >= 1 degrees of freedom (df need not be whole).
 
     With t = sqrt(df) tan(theta) the density becomes proportional to cos(theta)^(df - 1), which
-    is smooth and bounded on [0, pi/2] for df >= 1: a plain Simpson sum is exact to ~1e-10.
+    is bounded on [0, pi/2] for df >= 1: a plain Simpson sum is exact to rounding for whole df
+    and within 1e-8 otherwise (measured against 100 times the steps).
     """
     if df < 1:
         raise ValueError(f"df must be at least 1, not {df}")
